@@ -1,0 +1,109 @@
+"""Feature names and TFRecord specs, defined once for the whole project.
+
+The names are those of google-research/bert's pre-training TFRecords
+(`create_pretraining_data.py` / `run_pretraining.py`); the same strings are used as
+tf.Example keys, Keras input names and serving tensor names.
+"""
+
+import tensorflow as tf
+
+INPUT_IDS = "input_ids"
+INPUT_MASK = "input_mask"
+SEGMENT_IDS = "segment_ids"
+MASKED_LM_POSITIONS = "masked_lm_positions"
+MASKED_LM_IDS = "masked_lm_ids"
+MASKED_LM_WEIGHTS = "masked_lm_weights"
+NEXT_SENTENCE_LABELS = "next_sentence_labels"
+
+LABEL_IDS = "label_ids"
+START_POSITIONS = "start_positions"
+END_POSITIONS = "end_positions"
+
+# Raw-text serving inputs.
+TEXT = "text"
+TEXT_B = "text_b"
+
+ENCODER_INPUTS = (INPUT_IDS, SEGMENT_IDS, INPUT_MASK)
+
+# Special tokens of every BERT vocabulary, in the order a new vocabulary lists them.
+PAD_TOKEN = "[PAD]"
+UNK_TOKEN = "[UNK]"
+CLS_TOKEN = "[CLS]"
+SEP_TOKEN = "[SEP]"
+MASK_TOKEN = "[MASK]"
+SPECIAL_TOKENS = (PAD_TOKEN, UNK_TOKEN, CLS_TOKEN, SEP_TOKEN, MASK_TOKEN)
+
+
+def pretraining_feature_spec(max_seq_length, max_predictions_per_seq):
+    """Returns the `name_to_features` spec of the original pre-training records.
+
+    Identical to `run_pretraining.py`'s `input_fn_builder`: every feature is a
+    fixed-length int64 list except `masked_lm_weights` (float32).
+
+    Args:
+        max_seq_length: tokens per sequence.
+        max_predictions_per_seq: masked positions per sequence.
+
+    Example:
+        >>> spec = pretraining_feature_spec(128, 20)
+        >>> tf.io.parse_single_example(serialized, spec)
+    """
+    return {
+        INPUT_IDS: tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        INPUT_MASK: tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        SEGMENT_IDS: tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        MASKED_LM_POSITIONS: tf.io.FixedLenFeature([max_predictions_per_seq], tf.int64),
+        MASKED_LM_IDS: tf.io.FixedLenFeature([max_predictions_per_seq], tf.int64),
+        MASKED_LM_WEIGHTS: tf.io.FixedLenFeature([max_predictions_per_seq], tf.float32),
+        NEXT_SENTENCE_LABELS: tf.io.FixedLenFeature([1], tf.int64),
+    }
+
+
+def unmasked_feature_spec(max_seq_length):
+    """Spec of dynamic-masking records: sequences written without masks.
+
+    Args:
+        max_seq_length: tokens per sequence.
+    """
+    return {
+        INPUT_IDS: tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        INPUT_MASK: tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        SEGMENT_IDS: tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        NEXT_SENTENCE_LABELS: tf.io.FixedLenFeature([1], tf.int64),
+    }
+
+
+def classification_feature_spec(max_seq_length, label_dtype=tf.int64):
+    """Spec of sequence-classification (or regression, with float32) records.
+
+    Args:
+        max_seq_length: tokens per sequence.
+        label_dtype: tf.int64 for classes, tf.float32 for regression. Defaults to int64.
+    """
+    return {
+        INPUT_IDS: tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        INPUT_MASK: tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        SEGMENT_IDS: tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        LABEL_IDS: tf.io.FixedLenFeature([1], label_dtype),
+    }
+
+
+def token_classification_feature_spec(max_seq_length):
+    """Spec of token-classification (NER) records; label -100 marks ignored tokens."""
+    return {
+        INPUT_IDS: tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        INPUT_MASK: tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        SEGMENT_IDS: tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        LABEL_IDS: tf.io.FixedLenFeature([max_seq_length], tf.int64),
+    }
+
+
+def span_feature_spec(max_seq_length):
+    """Spec of extractive-QA records (start/end token positions)."""
+    return {
+        INPUT_IDS: tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        INPUT_MASK: tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        SEGMENT_IDS: tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        START_POSITIONS: tf.io.FixedLenFeature([1], tf.int64),
+        END_POSITIONS: tf.io.FixedLenFeature([1], tf.int64),
+    }

@@ -1,0 +1,34 @@
+"""keras-bert-pipeline: BERT on TensorFlow and Keras 3, from corpus to TF Serving."""
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "tensorflow==2.21.*",
+    "tensorflow-text==2.21.*",
+    "keras>=3.15,<4",
+    "apache-beam==2.77.*",
+    "tensorflow-serving-api==2.21.*",
+    "grpcio",
+    # safetensors: the standard (Hugging Face) format for weight files; needed to
+    # read and write HF checkpoints without torch.
+    "safetensors>=0.4,<1",
+    "numpy",
+]
+
+EXTRAS_REQUIRE = {
+    "test": ["pytest>=8,<10", "pytest-timeout>=2.3"],
+    # Only for regenerating golden fixtures and running peer benchmarks; never
+    # needed by `make test`.
+    "reference": ["torch==2.13.0", "transformers>=4.40,<6"],
+    "jax": ["jax[cpu]"],
+}
+
+setup(
+    name="keras-bert-pipeline",
+    version="0.1.0",
+    description="BERT pre-training, fine-tuning and serving on TensorFlow and Keras 3",
+    packages=find_packages(include=["keras_bert*", "components*", "pipeline*", "serving*"]),
+    python_requires=">=3.10,<3.13",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)
