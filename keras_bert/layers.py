@@ -1,0 +1,349 @@
+"""Keras 3 layers of the BERT encoder, written with `keras.ops` (TensorFlow and JAX).
+
+Every layer keeps one attribute per constructor argument, round-trips through
+`get_config()`, forwards `**kwargs` and is registered for serialization.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+_PACKAGE = "keras_bert"
+
+# Added to attention scores of padded keys. Finite (not -inf) so a fully padded row
+# gives a uniform distribution instead of NaN, and representable in float16.
+_MASK_ADDER = -10000.0
+
+
+def truncated_normal(stddev):
+    """The original BERT initializer: truncated normal with the given stddev."""
+    return keras.initializers.TruncatedNormal(stddev=stddev)
+
+
+def get_activation(name):
+    """Maps a `hidden_act` string to a function.
+
+    `gelu` is the exact erf form (Hugging Face's default); `gelu_new`, `gelu_tanh`
+    and `gelu_pytorch_tanh` are the tanh approximation of the original TF code.
+    """
+    name = name.lower()
+    if name == "gelu":
+        return lambda x: keras.activations.gelu(x, approximate=False)
+    if name in ("gelu_new", "gelu_tanh", "gelu_pytorch_tanh", "gelu_fast"):
+        return lambda x: keras.activations.gelu(x, approximate=True)
+    if name == "relu":
+        return keras.activations.relu
+    if name in ("silu", "swish"):
+        return keras.activations.silu
+    if name == "tanh":
+        return keras.activations.tanh
+    raise ValueError(f"unsupported hidden_act {name!r}; use gelu, gelu_new, relu, silu or tanh")
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class TokenEmbedding(keras.layers.Embedding):
+    """Word-piece embedding that can also project hidden states back to the vocabulary.
+
+    `call(ids)` looks ids up; `call(hidden, reverse=True)` multiplies by the
+    transposed table, which is how the MLM decoder is tied to the input embeddings.
+
+    Args:
+        input_dim: vocabulary size.
+        output_dim: hidden size.
+    """
+
+    def call(self, inputs, reverse=False):
+        if reverse:
+            table = ops.cast(self.embeddings, self.compute_dtype)
+            # (..., hidden) @ (hidden, vocab) -> (..., vocab)
+            return ops.matmul(inputs, ops.transpose(table))
+        return super().call(inputs)
+
+    def compute_output_shape(self, input_shape, reverse=False):
+        if reverse:
+            return tuple(input_shape[:-1]) + (self.input_dim,)
+        return super().compute_output_shape(input_shape)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class PositionAndSegmentEmbedding(keras.layers.Layer):
+    """Adds position and segment embeddings to token embeddings, then LayerNorm + dropout.
+
+    Args:
+        max_position_embeddings: longest sequence.
+        type_vocab_size: number of segment ids.
+        hidden_size: embedding width.
+        initializer_range: initializer stddev. Defaults to 0.02.
+        layer_norm_eps: LayerNorm epsilon. Defaults to 1e-12.
+        dropout: dropout rate after the LayerNorm. Defaults to 0.1.
+    """
+
+    def __init__(self, max_position_embeddings, type_vocab_size, hidden_size,
+                 initializer_range=0.02, layer_norm_eps=1e-12, dropout=0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.max_position_embeddings = max_position_embeddings
+        self.type_vocab_size = type_vocab_size
+        self.hidden_size = hidden_size
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+        self.dropout = dropout
+        self.layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_eps, dtype=self.dtype_policy, name="layer_norm")
+        self.dropout_layer = keras.layers.Dropout(dropout, dtype=self.dtype_policy, name="dropout")
+
+    def build(self, input_shape):
+        init = truncated_normal(self.initializer_range)
+        self.position_embeddings = self.add_weight(
+            name="position_embeddings", shape=(self.max_position_embeddings, self.hidden_size),
+            initializer=init)
+        self.token_type_embeddings = self.add_weight(
+            name="token_type_embeddings", shape=(self.type_vocab_size, self.hidden_size),
+            initializer=init)
+        self.layer_norm.build(tuple(input_shape))
+        super().build(input_shape)
+
+    def call(self, token_embeddings, segment_ids, training=False):
+        seq_len = ops.shape(token_embeddings)[1]
+        # (seq_len, hidden), broadcast over the batch.
+        positions = ops.cast(self.position_embeddings[:seq_len], self.compute_dtype)
+        segments = ops.take(ops.cast(self.token_type_embeddings, self.compute_dtype),
+                            ops.cast(segment_ids, "int32"), axis=0)
+        x = token_embeddings + segments + positions[None, :, :]
+        x = self.layer_norm(x)
+        return self.dropout_layer(x, training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            max_position_embeddings=self.max_position_embeddings,
+            type_vocab_size=self.type_vocab_size, hidden_size=self.hidden_size,
+            initializer_range=self.initializer_range, layer_norm_eps=self.layer_norm_eps,
+            dropout=self.dropout)
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SelfAttention(keras.layers.Layer):
+    """Multi-head scaled dot-product self-attention with a padding mask.
+
+    Separate query/key/value/output projections, as in the original checkpoint,
+    so weights map one-to-one onto TF1 and Hugging Face names.
+
+    Args:
+        hidden_size: model width.
+        num_attention_heads: number of heads; must divide hidden_size.
+        attention_probs_dropout_prob: dropout on attention weights. Defaults to 0.1.
+        initializer_range: initializer stddev. Defaults to 0.02.
+    """
+
+    def __init__(self, hidden_size, num_attention_heads, attention_probs_dropout_prob=0.1,
+                 initializer_range=0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_size = hidden_size
+        self.num_attention_heads = num_attention_heads
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.initializer_range = initializer_range
+        self.head_size = hidden_size // num_attention_heads
+        dense = dict(kernel_initializer=truncated_normal(initializer_range),
+                     dtype=self.dtype_policy)
+        self.query = keras.layers.Dense(hidden_size, name="query", **dense)
+        self.key = keras.layers.Dense(hidden_size, name="key", **dense)
+        self.value = keras.layers.Dense(hidden_size, name="value", **dense)
+        self.output_dense = keras.layers.Dense(hidden_size, name="output", **dense)
+        self.dropout = keras.layers.Dropout(attention_probs_dropout_prob, dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        for layer in (self.query, self.key, self.value, self.output_dense):
+            layer.build(input_shape)
+        super().build(input_shape)
+
+    def _split_heads(self, x, batch, seq_len):
+        # (batch, seq_len, hidden) -> (batch, heads, seq_len, head_size)
+        x = ops.reshape(x, (batch, seq_len, self.num_attention_heads, self.head_size))
+        return ops.transpose(x, (0, 2, 1, 3))
+
+    def call(self, x, attention_mask, training=False):
+        batch, seq_len = ops.shape(x)[0], ops.shape(x)[1]
+        q = self._split_heads(self.query(x), batch, seq_len)
+        k = self._split_heads(self.key(x), batch, seq_len)
+        v = self._split_heads(self.value(x), batch, seq_len)
+        q = q * ops.cast(1.0 / math.sqrt(self.head_size), q.dtype)
+        # (batch, heads, seq_len, seq_len)
+        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))
+        # attention_mask: (batch, seq_len) of 1 (attend) / 0 (padding), on the keys.
+        adder = (1.0 - ops.cast(attention_mask, scores.dtype)) * ops.cast(_MASK_ADDER, scores.dtype)
+        scores = scores + adder[:, None, None, :]
+        probs = ops.softmax(ops.cast(scores, "float32"), axis=-1)
+        probs = self.dropout(ops.cast(probs, self.compute_dtype), training=training)
+        context = ops.matmul(probs, v)  # (batch, heads, seq_len, head_size)
+        context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (batch, seq_len, self.hidden_size))
+        return self.output_dense(context)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(hidden_size=self.hidden_size, num_attention_heads=self.num_attention_heads,
+                      attention_probs_dropout_prob=self.attention_probs_dropout_prob,
+                      initializer_range=self.initializer_range)
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class TransformerLayer(keras.layers.Layer):
+    """One post-LayerNorm BERT Transformer layer.
+
+    x = LN(x + Dropout(Attention(x))); x = LN(x + Dropout(W2·act(W1·x))).
+
+    Args:
+        hidden_size: model width.
+        num_attention_heads: attention heads.
+        intermediate_size: feed-forward width.
+        hidden_act: feed-forward activation name (see `get_activation`). Defaults to "gelu".
+        hidden_dropout_prob: dropout on sub-layer outputs. Defaults to 0.1.
+        attention_probs_dropout_prob: dropout on attention weights. Defaults to 0.1.
+        initializer_range: initializer stddev. Defaults to 0.02.
+        layer_norm_eps: LayerNorm epsilon. Defaults to 1e-12.
+    """
+
+    def __init__(self, hidden_size, num_attention_heads, intermediate_size, hidden_act="gelu",
+                 hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+                 initializer_range=0.02, layer_norm_eps=1e-12, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_size = hidden_size
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+        self._activation = get_activation(hidden_act)
+        policy = self.dtype_policy
+        self.attention = SelfAttention(hidden_size, num_attention_heads,
+                                       attention_probs_dropout_prob, initializer_range,
+                                       dtype=policy, name="attention")
+        self.attention_dropout = keras.layers.Dropout(hidden_dropout_prob, dtype=policy)
+        self.attention_layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_eps, dtype=policy, name="attention_layer_norm")
+        self.intermediate = keras.layers.Dense(
+            intermediate_size, kernel_initializer=truncated_normal(initializer_range),
+            dtype=policy, name="intermediate")
+        self.output_dense = keras.layers.Dense(
+            hidden_size, kernel_initializer=truncated_normal(initializer_range),
+            dtype=policy, name="output")
+        self.output_dropout = keras.layers.Dropout(hidden_dropout_prob, dtype=policy)
+        self.output_layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_eps, dtype=policy, name="output_layer_norm")
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        self.attention.build(input_shape)
+        self.attention_layer_norm.build(input_shape)
+        self.intermediate.build(input_shape)
+        self.output_dense.build(input_shape[:-1] + (self.intermediate_size,))
+        self.output_layer_norm.build(input_shape)
+        super().build(input_shape)
+
+    def call(self, x, attention_mask, training=False):
+        attended = self.attention(x, attention_mask, training=training)
+        x = self.attention_layer_norm(x + self.attention_dropout(attended, training=training))
+        h = self._activation(self.intermediate(x))
+        h = self.output_dense(h)
+        return self.output_layer_norm(x + self.output_dropout(h, training=training))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_size=self.hidden_size, num_attention_heads=self.num_attention_heads,
+            intermediate_size=self.intermediate_size, hidden_act=self.hidden_act,
+            hidden_dropout_prob=self.hidden_dropout_prob,
+            attention_probs_dropout_prob=self.attention_probs_dropout_prob,
+            initializer_range=self.initializer_range, layer_norm_eps=self.layer_norm_eps)
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Pooler(keras.layers.Layer):
+    """tanh(W · h_[CLS] + b): BERT's pooled sentence vector.
+
+    Args:
+        hidden_size: model width.
+        initializer_range: initializer stddev. Defaults to 0.02.
+    """
+
+    def __init__(self, hidden_size, initializer_range=0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_size = hidden_size
+        self.initializer_range = initializer_range
+        self.dense = keras.layers.Dense(hidden_size, activation="tanh",
+                                        kernel_initializer=truncated_normal(initializer_range),
+                                        dtype=self.dtype_policy, name="dense")
+
+    def build(self, input_shape):
+        self.dense.build((input_shape[0], input_shape[-1]))
+        super().build(input_shape)
+
+    def call(self, sequence_output):
+        return self.dense(sequence_output[:, 0, :])  # (batch, hidden)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.hidden_size)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(hidden_size=self.hidden_size, initializer_range=self.initializer_range)
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class MaskedLMHead(keras.layers.Layer):
+    """MLM head: gather masked positions, dense + act + LayerNorm, tied decoder + bias.
+
+    Args:
+        vocab_size: vocabulary size (the decoder's output width).
+        hidden_size: model width.
+        hidden_act: transform activation. Defaults to "gelu".
+        initializer_range: initializer stddev. Defaults to 0.02.
+        layer_norm_eps: LayerNorm epsilon. Defaults to 1e-12.
+        token_embedding: the encoder's `TokenEmbedding`, whose table is the decoder.
+            Not serialized: the owning task model passes it again on rebuild.
+    """
+
+    def __init__(self, vocab_size, hidden_size, hidden_act="gelu", initializer_range=0.02,
+                 layer_norm_eps=1e-12, token_embedding=None, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.hidden_act = hidden_act
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+        self.token_embedding = token_embedding
+        self._activation = get_activation(hidden_act)
+        self.transform = keras.layers.Dense(hidden_size,
+                                            kernel_initializer=truncated_normal(initializer_range),
+                                            dtype=self.dtype_policy, name="transform")
+        self.layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_eps, dtype=self.dtype_policy, name="layer_norm")
+
+    def build(self, sequence_output_shape, masked_lm_positions_shape=None):
+        self.transform.build((None, None, self.hidden_size))
+        self.layer_norm.build((None, None, self.hidden_size))
+        self.output_bias = self.add_weight(name="output_bias", shape=(self.vocab_size,),
+                                           initializer="zeros")
+        super().build(sequence_output_shape)
+
+    def call(self, sequence_output, masked_lm_positions):
+        positions = ops.cast(masked_lm_positions, "int32")
+        # (batch, predictions, hidden)
+        gathered = ops.take_along_axis(sequence_output, positions[:, :, None], axis=1)
+        h = self.layer_norm(self._activation(self.transform(gathered)))
+        logits = self.token_embedding(h, reverse=True)  # (batch, predictions, vocab)
+        logits = ops.cast(logits, "float32") + ops.cast(self.output_bias, "float32")
+        return logits
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(vocab_size=self.vocab_size, hidden_size=self.hidden_size,
+                      hidden_act=self.hidden_act, initializer_range=self.initializer_range,
+                      layer_norm_eps=self.layer_norm_eps)
+        return config
