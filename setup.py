@@ -16,7 +16,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest>=8,<10", "pytest-timeout>=2.3"],
+    "test": ["pytest>=8,<10", "pytest-timeout>=2.3", "jax[cpu]==0.10.*"],
     # Only for regenerating golden fixtures and running peer benchmarks; never
     # needed by `make test`.
     "reference": ["torch==2.13.0", "transformers>=4.40,<6"],

@@ -32,6 +32,9 @@ class MergeLeadingAxes(keras.layers.Layer):
     def call(self, x):
         return ops.reshape(x, (-1, ops.shape(x)[-1]))
 
+    def compute_output_shape(self, input_shape):
+        return (None, input_shape[-1])
+
 
 @keras.saving.register_keras_serializable(package="keras_bert")
 class SplitChoices(keras.layers.Layer):
@@ -47,6 +50,9 @@ class SplitChoices(keras.layers.Layer):
 
     def call(self, x):
         return ops.reshape(x, (-1, self.num_choices))
+
+    def compute_output_shape(self, input_shape):
+        return (None, self.num_choices)
 
     def get_config(self):
         config = super().get_config()

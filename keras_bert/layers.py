@@ -113,6 +113,9 @@ class PositionAndSegmentEmbedding(keras.layers.Layer):
         x = self.layer_norm(x)
         return self.dropout_layer(x, training=training)
 
+    def compute_output_shape(self, token_embeddings_shape, segment_ids_shape=None):
+        return tuple(token_embeddings_shape)
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -179,6 +182,9 @@ class SelfAttention(keras.layers.Layer):
         context = ops.matmul(probs, v)  # (batch, heads, seq_len, head_size)
         context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (batch, seq_len, self.hidden_size))
         return self.output_dense(context)
+
+    def compute_output_shape(self, x_shape, attention_mask_shape=None):
+        return tuple(x_shape)
 
     def get_config(self):
         config = super().get_config()
@@ -250,6 +256,9 @@ class TransformerLayer(keras.layers.Layer):
         h = self._activation(self.intermediate(x))
         h = self.output_dense(h)
         return self.output_layer_norm(x + self.output_dropout(h, training=training))
+
+    def compute_output_shape(self, x_shape, attention_mask_shape=None):
+        return tuple(x_shape)
 
     def get_config(self):
         config = super().get_config()
@@ -340,6 +349,10 @@ class MaskedLMHead(keras.layers.Layer):
         logits = self.token_embedding(h, reverse=True)  # (batch, predictions, vocab)
         logits = ops.cast(logits, "float32") + ops.cast(self.output_bias, "float32")
         return logits
+
+    def compute_output_spec(self, sequence_output, masked_lm_positions):
+        shape = (sequence_output.shape[0], masked_lm_positions.shape[1], self.vocab_size)
+        return keras.KerasTensor(shape, dtype="float32")
 
     def get_config(self):
         config = super().get_config()

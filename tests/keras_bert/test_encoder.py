@@ -1,0 +1,181 @@
+"""Encoder, heads and config: shapes, serialization, backends, mixed precision, training."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_bert import heads, layers
+from keras_bert.config import PRESETS, BertConfig, ConfigError, resolve_config
+from keras_bert.encoder import BertEncoder
+
+SMALL = BertConfig.preset("tiny", vocab_size=100, max_position_embeddings=32)
+
+
+def _batch(batch=2, seq=12, vocab=100, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, vocab, (batch, seq)).astype("int32")
+    mask = np.ones_like(ids)
+    mask[1:, seq - 3:] = 0
+    return {"input_ids": ids, "segment_ids": np.zeros_like(ids), "input_mask": mask}
+
+
+def test_presets_cover_the_compact_models():
+    compact = [f"l{l}_h{h}" for l in (2, 4, 6, 8, 10, 12) for h in (128, 256, 512, 768)]
+    assert all(name in PRESETS for name in compact)
+    cfg = BertConfig.preset("L4_H256")
+    assert (cfg.num_attention_heads, cfg.intermediate_size) == (4, 1024)
+    assert BertConfig.preset("mini") == cfg
+    assert BertConfig.preset("base").num_hidden_layers == 12
+    large = BertConfig.preset("large")
+    assert (large.hidden_size, large.num_attention_heads, large.num_hidden_layers) == (1024, 16, 24)
+
+
+def test_config_json_round_trip_and_errors(tmp_path):
+    path = str(tmp_path / "bert_config.json")
+    SMALL.to_json_file(path)
+    assert BertConfig.from_json_file(path) == SMALL
+    assert resolve_config(path) == SMALL
+    (tmp_path / "bad.json").write_text(json.dumps({"hidden_size": 30, "vocab_size": 10,
+                                                   "num_hidden_layers": 1,
+                                                   "num_attention_heads": 4,
+                                                   "intermediate_size": 8}))
+    with pytest.raises(ConfigError, match="bad.json.*divisible"):
+        BertConfig.from_json_file(str(tmp_path / "bad.json"))
+    (tmp_path / "partial.json").write_text(json.dumps({"hidden_size": 32}))
+    with pytest.raises(ConfigError, match="partial.json.*vocab_size"):
+        BertConfig.from_json_file(str(tmp_path / "partial.json"))
+    with pytest.raises(ConfigError, match="unknown BertConfig preset"):
+        BertConfig.preset("huge")
+
+
+def test_encoder_outputs_and_config_round_trip():
+    encoder = BertEncoder.from_bert_config(SMALL, output_hidden_states=True)
+    out = encoder(_batch())
+    assert out["sequence_output"].shape == (2, 12, 128)
+    assert out["pooled_output"].shape == (2, 128)
+    assert len(out["hidden_states"]) == SMALL.num_hidden_layers + 1
+    assert encoder.bert_config == SMALL
+    clone = BertEncoder.from_config(encoder.get_config())
+    clone.set_weights(encoder.get_weights())
+    np.testing.assert_allclose(clone(_batch())["pooled_output"], out["pooled_output"], atol=1e-6)
+
+
+@pytest.mark.parametrize("layer", [
+    layers.TransformerLayer(32, 4, 64, "gelu_new", 0.2, 0.3, 0.05, 1e-6, name="t"),
+    layers.SelfAttention(32, 4, 0.2, 0.05, name="a"),
+    layers.PositionAndSegmentEmbedding(16, 3, 32, 0.05, 1e-6, 0.2, name="p"),
+    layers.Pooler(32, 0.05, name="pool"),
+    layers.MaskedLMHead(50, 32, "relu", 0.05, 1e-6, name="m"),
+    layers.TokenEmbedding(50, 32, name="tok"),
+])
+def test_layer_configs_round_trip(layer):
+    config = layer.get_config()
+    clone = type(layer).from_config(config)
+    assert clone.get_config() == config
+
+
+def test_task_models_save_and_load(tmp_path):
+    encoder = BertEncoder.from_bert_config(SMALL)
+    x = _batch()
+    models = {
+        "clf": (heads.BertClassifier(encoder, num_classes=3), x),
+        "tok": (heads.BertTokenClassifier(encoder, num_classes=5), x),
+        "qa": (heads.BertSpanQA(encoder), x),
+        "mc": (heads.BertMultipleChoice(encoder, num_choices=2),
+               {k: np.stack([v, v], 1) for k, v in x.items()}),
+        "pt": (heads.BertPretrainingModel(encoder),
+               {**x, "masked_lm_positions": np.array([[1, 2], [3, 4]], "int32")}),
+    }
+    expected_shapes = {"clf": {"logits": (2, 3)}, "tok": {"logits": (2, 12, 5)},
+                       "qa": {"start_logits": (2, 12), "end_logits": (2, 12)},
+                       "mc": {"logits": (2, 2)},
+                       "pt": {"mlm_logits": (2, 2, 100), "nsp_logits": (2, 2)}}
+    for name, (model, inputs) in models.items():
+        out = model(inputs)
+        assert {k: tuple(v.shape) for k, v in out.items()} == expected_shapes[name]
+        path = str(tmp_path / f"{name}.keras")
+        model.save(path)
+        loaded = keras.models.load_model(path)
+        for key in out:
+            np.testing.assert_allclose(loaded(inputs)[key], out[key], atol=1e-5, err_msg=name)
+
+
+def test_mlm_decoder_is_tied_to_word_embeddings():
+    encoder = BertEncoder.from_bert_config(SMALL)
+    model = heads.BertPretrainingModel(encoder)
+    shared = [w for w in model.mlm_head.weights if "embeddings" in w.path]
+    assert shared and all(w is encoder.token_embedding.embeddings for w in shared)
+    # The decoder adds only transform, LayerNorm and output bias: no second table.
+    head_only = [w for w in model.weights if not any(w is e for e in encoder.weights)]
+    assert sum(int(np.prod(w.shape)) for w in head_only) == (
+        128 * 128 + 128 + 2 * 128 + 100 + 128 * 2 + 2)
+    x = {**_batch(), "masked_lm_positions": np.array([[1, 2], [3, 4]], "int32")}
+    before = np.asarray(model(x)["mlm_logits"])
+    table = encoder.token_embedding.embeddings
+    table.assign(table.numpy() * 2.0)
+    assert not np.allclose(before, np.asarray(model(x)["mlm_logits"]))
+
+
+def test_mixed_bfloat16_keeps_float32_logits_and_tracks_float32():
+    encoder = BertEncoder.from_bert_config(SMALL, dtype="mixed_bfloat16")
+    ref = BertEncoder.from_bert_config(SMALL)
+    ref.set_weights(encoder.get_weights())
+    model = heads.BertPretrainingModel(encoder)
+    x = {**_batch(), "masked_lm_positions": np.array([[1, 2], [3, 4]], "int32")}
+    out = model(x)
+    assert out["mlm_logits"].dtype == "float32" and out["nsp_logits"].dtype == "float32"
+    assert all(w.dtype == "float32" for w in encoder.weights)
+    seq = encoder(_batch())["sequence_output"]
+    assert seq.dtype == "bfloat16"
+    # bfloat16 has ~3 significant digits; LayerNorm outputs are O(1).
+    diff = np.abs(np.asarray(seq, "float32") - np.asarray(ref(_batch())["sequence_output"]))
+    assert diff.max() < 0.15
+
+
+def test_pretraining_fit_reduces_loss_and_reports_metrics():
+    keras.utils.set_random_seed(3)
+    encoder = BertEncoder.from_bert_config(SMALL.replace(hidden_dropout_prob=0.0,
+                                                         attention_probs_dropout_prob=0.0))
+    model = heads.BertPretrainingModel(encoder)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 100, (16, 12)).astype("int32")
+    x = {"input_ids": ids, "segment_ids": np.zeros_like(ids), "input_mask": np.ones_like(ids),
+         "masked_lm_positions": np.tile(np.array([1, 5, 9], "int32"), (16, 1))}
+    y = {"masked_lm_ids": ids[:, [1, 5, 9]], "masked_lm_weights": np.ones((16, 3), "float32"),
+         "next_sentence_labels": (np.arange(16) % 2)[:, None]}
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    hist = model.fit(x, y, epochs=25, batch_size=8, verbose=0).history
+    assert {"loss", "mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy"} <= set(hist)
+    assert hist["mlm_loss"][-1] < 0.5 * hist["mlm_loss"][0]
+    assert hist["mlm_accuracy"][-1] > 0.5
+
+
+@pytest.mark.slow
+def test_forward_pass_on_jax_backend_matches_tensorflow(tmp_path):
+    """The same weights give the same outputs on the JAX backend (run in a subprocess)."""
+    encoder = BertEncoder.from_bert_config(SMALL)
+    x = _batch()
+    expected = np.asarray(encoder(x)["pooled_output"])
+    weights = str(tmp_path / "enc.weights.h5")
+    encoder.save_weights(weights)
+    np.savez(str(tmp_path / "x.npz"), **x)
+    script = f"""
+import numpy as np, keras
+assert keras.backend.backend() == "jax"
+from keras_bert.encoder import BertEncoder
+from keras_bert.config import BertConfig
+enc = BertEncoder.from_bert_config(BertConfig(**{SMALL.to_dict()!r}))
+enc.load_weights({weights!r})
+x = dict(np.load({str(tmp_path / 'x.npz')!r}))
+np.save({str(tmp_path / 'out.npy')!r}, np.asarray(enc(x)["pooled_output"]))
+"""
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    np.testing.assert_allclose(np.load(str(tmp_path / "out.npy")), expected, atol=1e-4)
