@@ -778,6 +778,11 @@ class InGraphBertTokenizer(tf.Module):
         if pair:
             ids_b = self.tokenize(texts_b, "texts_b")
             len_b = ids_b.row_lengths()
+            same = tf.debugging.assert_equal(
+                tf.size(len_a), tf.size(len_b),
+                message="texts_b must have as many entries as texts")
+            with tf.control_dependencies([same]):
+                len_b = tf.identity(len_b)
             new_a, new_b = _truncated_pair_lengths_tf(len_a, len_b, max_seq_length - 3)
             ids_b = _keep_first(ids_b, new_b)
         else:

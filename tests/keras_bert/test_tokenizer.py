@@ -422,6 +422,8 @@ def test_graph_rejects_invalid_utf8(tiny):
         fn(bad)
     with pytest.raises(tf.errors.InvalidArgumentError, match="texts_b holds invalid UTF-8"):
         graph.encode(tf.constant(["a", "b"]), bad, max_seq_length=8)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="as many entries"):
+        graph.encode(tf.constant(["a", "b"]), tf.constant(["c"]), max_seq_length=8)
     with pytest.raises(ValueError, match=r"shape \[batch\]"):
         graph.tokenize(tf.constant("scalar"))
 
@@ -453,7 +455,7 @@ OPS_2_12 = {
     "LogicalOr", "LookupTableFindV2", "Max", "Maximum", "MergeV2Checkpoints", "Minimum", "Mul",
     "NoOp", "NormalizeUTF8", "OnesLike", "Pack", "Placeholder", "Prod", "RaggedGather",
     "RaggedRange", "RaggedTensorToTensor", "Range", "ReadVariableOp", "RegexSplitWithOffsets",
-    "Reshape", "RestoreV2", "SaveV2", "Select", "SelectV2", "Shape", "ShardedFilename",
+    "Reshape", "RestoreV2", "SaveV2", "Select", "SelectV2", "Shape", "ShardedFilename", "Size",
     "Squeeze", "StatefulPartitionedCall", "StatelessIf", "StaticRegexFullMatch",
     "StaticRegexReplace", "StridedSlice", "StringJoin", "StringLength", "StringLower", "Sub",
     "Tile", "Transpose", "UnicodeTranscode", "UnsortedSegmentSum", "VarHandleOp",
