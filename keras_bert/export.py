@@ -1,0 +1,366 @@
+"""SavedModel export with raw-text signatures, for TF Serving and `tf.saved_model.load`.
+
+The exported graph runs the same in-graph WordPiece tokenizer as training data
+preparation, so a client sends plain strings. Layout, as TF Serving expects:
+
+    BASE/<model_name>/<version>/saved_model.pb
+                               /variables/...
+                               /assets/vocab.txt
+                               /assets.extra/tf_serving_warmup_requests
+
+Signatures (every input is a batch: any batch size, including 1):
+
+- `serving_default`: `text` (and `text_b` for pair tasks) string [batch] → task outputs:
+  - classification: `probabilities` [batch, classes], `label` (name) and `label_id` [batch];
+  - regression: `score` [batch];
+  - fill_mask: `mask_positions` [batch, masks], `top_ids`, `top_tokens`, `top_scores`
+    [batch, masks, top_k] for every literal `[MASK]` in the text;
+  - embedding: `pooled_output` and `mean_pooled_output` [batch, hidden].
+- `embed`: the same text inputs → `pooled_output`, `mean_pooled_output` (all tasks).
+- `encoded`: pre-tokenized `input_ids`, `segment_ids`, `input_mask` int32 [batch, seq] →
+  the task outputs (no tokenizer).
+- `classify` (classifiers) / `regress` (regressors): serialized `tf.Example`s in `inputs`
+  with a bytes feature `text` (and `text_b`), method name `tensorflow/serving/classify`
+  (`classes`, `scores`) or `tensorflow/serving/regress` (`outputs`), so the Classify
+  and Regress RPCs work.
+
+Over-long input is truncated to `max_seq_length` word pieces by the tokenizer's rule
+(single text: keep the first `max_seq_length - 2` pieces; pairs: longest-first, as the
+original); padding goes to the longest sequence in the batch, not to `max_seq_length`,
+so short requests cost less. Invalid UTF-8 fails the request with an
+InvalidArgumentError naming the input.
+"""
+
+import dataclasses
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from keras_bert import features
+from keras_bert import heads as heads_lib
+from keras_bert.encoder import BertEncoder
+from keras_bert.tokenizer import InGraphBertTokenizer
+
+WARMUP_FILE = "tf_serving_warmup_requests"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+PREDICT_METHOD = "tensorflow/serving/predict"
+TASKS = ("classification", "regression", "fill_mask", "embedding")
+
+
+class ExportError(ValueError):
+    """The model, task or export folder does not fit an export."""
+
+
+def infer_task(model):
+    """The export task of a Keras model from its type."""
+    if isinstance(model, heads_lib.BertClassifier):
+        return "regression" if model.num_classes == 1 else "classification"
+    if isinstance(model, heads_lib.BertPretrainingModel):
+        return "fill_mask"
+    if isinstance(model, BertEncoder):
+        return "embedding"
+    raise ExportError(f"no raw-text export for {type(model).__name__} yet; "
+                      f"supported: BertClassifier, BertPretrainingModel, BertEncoder")
+
+
+def _encoder_of(model):
+    return model if isinstance(model, BertEncoder) else model.encoder
+
+
+def _trim_to_longest(inputs):
+    """Cuts padding columns beyond the longest sequence of the batch."""
+    longest = tf.reduce_max(tf.reduce_sum(inputs[features.INPUT_MASK], axis=1))
+    longest = tf.maximum(longest, 1)
+    return {k: v[:, :longest] for k, v in inputs.items()}
+
+
+class BertServingModule(tf.Module):
+    """The exported object: tokenizer + Keras model + signature functions.
+
+    Args:
+        model: a `BertClassifier` (classes or regression), `BertPretrainingModel`
+            (fill-mask) or `BertEncoder` (embeddings).
+        vocab_path: the model's vocabulary file.
+        do_lower_case: tokenizer casing; must be the model's.
+        max_seq_length: longest sequence fed to the model. Defaults to 128.
+        labels: class names for classifiers. Defaults to "0", "1", ...
+        pair: signatures take `text_b` too (sentence-pair tasks). Defaults to False.
+        top_k: candidates per `[MASK]` for fill-mask. Defaults to 5.
+    """
+
+    def __init__(self, model, vocab_path, do_lower_case, max_seq_length=128, labels=None,
+                 pair=False, top_k=5, task=None):
+        super().__init__(name="bert_serving")
+        self.task = task or infer_task(model)
+        if self.task not in TASKS:
+            raise ExportError(f"unknown task {self.task!r}; expected one of {', '.join(TASKS)}")
+        self.model = model
+        self.encoder = _encoder_of(model)
+        self.max_seq_length = int(max_seq_length)
+        if self.max_seq_length > self.encoder.max_position_embeddings:
+            raise ExportError(f"max_seq_length {max_seq_length} exceeds the model's "
+                              f"max_position_embeddings {self.encoder.max_position_embeddings}")
+        self.pair = bool(pair)
+        self.top_k = int(top_k)
+        self.tokenizer = InGraphBertTokenizer(vocab_path, do_lower_case=do_lower_case)
+        if self.task == "classification":
+            n = model.num_classes
+            labels = [str(i) for i in range(n)] if labels is None else [str(l) for l in labels]
+            if len(labels) != n:
+                raise ExportError(f"{len(labels)} labels given for a {n}-class classifier")
+            self.labels = tf.constant(labels)
+        if self.task == "fill_mask":
+            self.id_to_token = tf.lookup.StaticHashTable(
+                tf.lookup.TextFileInitializer(
+                    vocab_path, key_dtype=tf.int64, key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
+                    value_dtype=tf.string, value_index=tf.lookup.TextFileIndex.WHOLE_LINE),
+                default_value=features.UNK_TOKEN)
+
+    # -- tokenization ------------------------------------------------------------------
+
+    def _encode(self, text, text_b=None):
+        inputs = self.tokenizer.encode(text, text_b, max_seq_length=self.max_seq_length)
+        return _trim_to_longest(inputs)
+
+    def _encode_with_masks(self, text):
+        """Like `_encode`, but every literal "[MASK]" in the text becomes the mask id."""
+        tok = self.tokenizer
+        pieces = tf.strings.split(text, features.MASK_TOKEN)  # (batch, (segments))
+        ids = tok.tokenize(pieces.flat_values, "text")  # (segments, (pieces))
+        n = tf.shape(ids.row_lengths(), out_type=tf.int64)[0]
+        mask = tf.RaggedTensor.from_row_lengths(
+            tf.fill([n], tf.constant(tok.mask_id, tf.int64)), tf.ones([n], tf.int64))
+        ids = tf.concat([ids, mask], axis=1)  # each segment followed by [MASK]
+        rows = tf.RaggedTensor.from_row_lengths(ids, pieces.row_lengths()).merge_dims(1, 2)
+        # Drop the [MASK] appended after the last segment, then truncate.
+        keep = tf.minimum(rows.row_lengths() - 1, self.max_seq_length - 2)
+        positions = tf.ragged.range(rows.row_lengths())
+        rows = tf.ragged.boolean_mask(rows, positions < tf.expand_dims(keep, 1))
+        batch = tf.shape(keep, out_type=tf.int64)[0]
+        cls = tf.fill([batch, 1], tf.constant(tok.cls_id, tf.int64))
+        sep = tf.fill([batch, 1], tf.constant(tok.sep_id, tf.int64))
+        full = tf.concat([cls, rows, sep], axis=1)
+        input_ids = tf.cast(full.to_tensor(default_value=tok.pad_id), tf.int32)
+        input_mask = tf.cast(tf.ones_like(full).to_tensor(default_value=0), tf.int32)
+        return {features.INPUT_IDS: input_ids, features.SEGMENT_IDS: tf.zeros_like(input_ids),
+                features.INPUT_MASK: input_mask}
+
+    # -- model -------------------------------------------------------------------------
+
+    def _embeddings(self, inputs):
+        out = self.encoder(inputs, training=False)
+        seq = tf.cast(out["sequence_output"], tf.float32)
+        mask = tf.cast(inputs[features.INPUT_MASK], tf.float32)[:, :, None]
+        mean = tf.reduce_sum(seq * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+        return {"pooled_output": tf.cast(out["pooled_output"], tf.float32),
+                "mean_pooled_output": mean}
+
+    def _task_outputs(self, inputs):
+        if self.task == "embedding":
+            return self._embeddings(inputs)
+        if self.task in ("classification", "regression"):
+            logits = tf.cast(self.model(inputs, training=False)["logits"], tf.float32)
+            if self.task == "regression":
+                return {"score": logits[:, 0]}
+            probs = tf.nn.softmax(logits, axis=-1)
+            label_id = tf.argmax(probs, axis=-1, output_type=tf.int32)
+            return {"probabilities": probs, "label_id": label_id,
+                    "label": tf.gather(self.labels, label_id)}
+        # fill_mask: positions of [MASK] ids, padded with 0 ([CLS]) beyond each row's count.
+        is_mask = tf.equal(inputs[features.INPUT_IDS], self.tokenizer.mask_id)
+        where = tf.cast(tf.where(is_mask), tf.int32)  # (masks, 2): row, column
+        ragged = tf.RaggedTensor.from_value_rowids(
+            where[:, 1], where[:, 0], nrows=tf.shape(is_mask, out_type=tf.int32)[0])
+        positions = ragged.to_tensor(default_value=0)  # (batch, max masks)
+        positions = tf.cond(tf.shape(positions)[1] > 0, lambda: positions,
+                            lambda: tf.zeros([tf.shape(positions)[0], 1], tf.int32))
+        logits = self.model({**inputs, features.MASKED_LM_POSITIONS: positions},
+                            training=False)["mlm_logits"]
+        probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        top = tf.math.top_k(probs, k=self.top_k)
+        valid = tf.cast(tf.sequence_mask(ragged.row_lengths(), tf.shape(positions)[1]), tf.float32)
+        top_ids = tf.cast(top.indices, tf.int64)
+        return {"mask_positions": tf.where(valid > 0, positions, -1),
+                "top_ids": top_ids, "top_tokens": self.id_to_token.lookup(top_ids),
+                "top_scores": top.values * valid[:, :, None]}
+
+    # -- signature bodies --------------------------------------------------------------
+
+    def serve_text(self, text, text_b=None):
+        if self.task == "fill_mask":
+            return self._task_outputs(self._encode_with_masks(text))
+        return self._task_outputs(self._encode(text, text_b))
+
+    def embed_text(self, text, text_b=None):
+        if self.task == "fill_mask":
+            return self._embeddings(self._encode_with_masks(text))
+        return self._embeddings(self._encode(text, text_b))
+
+    def serve_encoded(self, input_ids, segment_ids, input_mask):
+        return self._task_outputs({features.INPUT_IDS: input_ids,
+                                   features.SEGMENT_IDS: segment_ids,
+                                   features.INPUT_MASK: input_mask})
+
+    def _parse_examples(self, serialized):
+        spec = {features.TEXT: tf.io.FixedLenFeature([], tf.string)}
+        if self.pair:
+            spec[features.TEXT_B] = tf.io.FixedLenFeature([], tf.string)
+        return tf.io.parse_example(serialized, spec)
+
+    def classify_examples(self, inputs):
+        parsed = self._parse_examples(inputs)
+        out = self.serve_text(parsed[features.TEXT], parsed.get(features.TEXT_B))
+        probs = out["probabilities"]
+        classes = tf.tile(self.labels[None, :], [tf.shape(probs)[0], 1])
+        return {"classes": classes, "scores": probs}
+
+    def regress_examples(self, inputs):
+        parsed = self._parse_examples(inputs)
+        out = self.serve_text(parsed[features.TEXT], parsed.get(features.TEXT_B))
+        return {"outputs": out["score"]}
+
+    def signatures(self):
+        """The concrete functions to save, by signature name."""
+        text = tf.TensorSpec([None], tf.string, name=features.TEXT)
+        text_b = tf.TensorSpec([None], tf.string, name=features.TEXT_B)
+        ids = {name: tf.TensorSpec([None, None], tf.int32, name=name)
+               for name in features.ENCODER_INPUTS}
+        if self.pair:
+            serve = tf.function(lambda text, text_b: self.serve_text(text, text_b))
+            embed = tf.function(lambda text, text_b: self.embed_text(text, text_b))
+            sigs = {"serving_default": serve.get_concrete_function(text, text_b),
+                    "embed": embed.get_concrete_function(text, text_b)}
+        else:
+            serve = tf.function(lambda text: self.serve_text(text))
+            embed = tf.function(lambda text: self.embed_text(text))
+            sigs = {"serving_default": serve.get_concrete_function(text),
+                    "embed": embed.get_concrete_function(text)}
+        encoded = tf.function(lambda input_ids, segment_ids, input_mask:
+                              self.serve_encoded(input_ids, segment_ids, input_mask))
+        sigs["encoded"] = encoded.get_concrete_function(**ids)
+        examples = tf.TensorSpec([None], tf.string, name="inputs")
+        if self.task == "classification":
+            sigs["classify"] = tf.function(self.classify_examples).get_concrete_function(examples)
+        elif self.task == "regression":
+            sigs["regress"] = tf.function(self.regress_examples).get_concrete_function(examples)
+        return sigs
+
+
+def _set_method_names(export_dir, methods):
+    """TF2 saves every signature as `predict`; Classify/Regress RPCs need their own."""
+    from tensorflow.core.protobuf import saved_model_pb2
+    path = os.path.join(export_dir, "saved_model.pb")
+    saved = saved_model_pb2.SavedModel()
+    with open(path, "rb") as f:
+        saved.ParseFromString(f.read())
+    for meta in saved.meta_graphs:
+        for name, method in methods.items():
+            if name in meta.signature_def:
+                meta.signature_def[name].method_name = method
+    with open(path, "wb") as f:
+        f.write(saved.SerializeToString())
+
+
+def write_warmup_requests(export_dir, model_name, texts, pair=False):
+    """Writes `assets.extra/tf_serving_warmup_requests` (PredictionLog TFRecords).
+
+    Args:
+        export_dir: the version folder.
+        model_name: the served model name.
+        texts: sample texts (pairs of texts when `pair`).
+        pair: requests carry `text_b`. Defaults to False.
+    """
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    folder = os.path.join(export_dir, "assets.extra")
+    os.makedirs(folder, exist_ok=True)
+    with tf.io.TFRecordWriter(os.path.join(folder, WARMUP_FILE)) as writer:
+        for batch in ([texts[0]], list(texts)):
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name="serving_default"))
+            if pair:
+                request.inputs[features.TEXT].CopyFrom(tf.make_tensor_proto([a for a, _ in batch]))
+                request.inputs[features.TEXT_B].CopyFrom(tf.make_tensor_proto([b for _, b in batch]))
+            else:
+                request.inputs[features.TEXT].CopyFrom(tf.make_tensor_proto(batch))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+
+
+def next_version(model_dir):
+    """1 + the largest integer version folder under `model_dir` (1 when none)."""
+    if not tf.io.gfile.isdir(model_dir):
+        return 1
+    versions = [int(v) for v in tf.io.gfile.listdir(model_dir) if v.strip("/").isdigit()]
+    return max(versions, default=0) + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    path: str
+    version: int
+    task: str
+    signatures: tuple
+
+
+def export_saved_model(model, base_path, model_name, vocab_path, do_lower_case=None,
+                       version=None, max_seq_length=128, labels=None, pair=False, top_k=5,
+                       task=None, warmup_texts=None):
+    """Exports `model` as `base_path/model_name/version/` with raw-text signatures.
+
+    Args:
+        model: a `BertClassifier`, `BertPretrainingModel` or `BertEncoder`.
+        base_path: the serving base folder.
+        model_name: the served model name (a sub-folder of base_path).
+        vocab_path: the vocabulary; copied to `assets/vocab.txt`.
+        do_lower_case: tokenizer casing. Defaults to the model's config.
+        version: integer version. Defaults to one past the newest existing.
+        max_seq_length: longest sequence fed to the model. Defaults to 128.
+        labels: class names for classifiers. Defaults to "0", "1", ...
+        pair: sentence-pair signatures (`text`, `text_b`). Defaults to False.
+        top_k: fill-mask candidates per mask. Defaults to 5.
+        task: override the task inferred from the model type. Defaults to None.
+        warmup_texts: sample inputs for the warm-up file. Defaults to two short texts.
+
+    Returns:
+        An `ExportResult` (path, version, task, signature names).
+
+    Example:
+        >>> export_saved_model(classifier, "/models", "topic", "vocab.txt", labels=["a", "b"])
+    """
+    encoder = _encoder_of(model)
+    if do_lower_case is None:
+        do_lower_case = encoder.do_lower_case
+    model_dir = os.path.join(base_path, model_name)
+    version = next_version(model_dir) if version is None else int(version)
+    export_dir = os.path.join(model_dir, str(version))
+    if tf.io.gfile.exists(export_dir):
+        raise ExportError(f"{export_dir} already exists; versions are immutable")
+    with tempfile.TemporaryDirectory() as tmp:
+        # The asset keeps the file's base name: make it vocab.txt whatever the source.
+        local_vocab = os.path.join(tmp, "vocab.txt")
+        tf.io.gfile.copy(vocab_path, local_vocab, overwrite=True)
+        module = BertServingModule(model, local_vocab, do_lower_case, max_seq_length, labels,
+                                   pair, top_k, task)
+        signatures = module.signatures()
+        staging = os.path.join(tmp, "export")
+        tf.saved_model.save(module, staging, signatures=signatures)
+        methods = {"classify": CLASSIFY_METHOD, "regress": REGRESS_METHOD}
+        _set_method_names(staging, methods)
+        if warmup_texts is None:
+            warmup_texts = ([("A short example.", "Another one.")] * 2 if pair else
+                            ["A short example.", "Another [MASK] example." if module.task ==
+                             "fill_mask" else "Another example."])
+        write_warmup_requests(staging, model_name, list(warmup_texts), pair)
+        # Publish atomically: a server polling base_path never sees a half-written version.
+        tf.io.gfile.makedirs(model_dir)
+        partial = os.path.join(model_dir, f".tmp-{version}")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(staging, partial)
+        os.rename(partial, export_dir)
+    return ExportResult(path=export_dir, version=version, task=module.task,
+                        signatures=tuple(sorted(signatures)))

@@ -1,0 +1,188 @@
+"""Raw-text SavedModel export: signatures, fresh-process parity with Keras, warm-up, errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_bert import checkpoints, export, features
+from keras_bert.config import BertConfig
+from keras_bert.tokenizer import BertTokenizer
+
+TEXTS = ["The quick brown fox jumps over the lazy dog.", "Café naïve résumé — 東京 🙂",
+         "x", ""]
+MAX_LEN = 48
+
+
+@pytest.fixture(scope="module")
+def vocab(fixtures_dir):
+    return str(fixtures_dir / "tokenizer" / "vocab_uncased.txt")
+
+
+@pytest.fixture(scope="module")
+def exported(vocab, tmp_path_factory):
+    """One export per task from random tiny models: {task: (model, ExportResult)}."""
+    base = str(tmp_path_factory.mktemp("models"))
+    size = sum(1 for _ in open(vocab, encoding="utf-8"))
+    config = BertConfig.preset("tiny", vocab_size=size, max_position_embeddings=64)
+    specs = {"classification": ("classifier", {"num_classes": 3}),
+             "regression": ("classifier", {"num_classes": 1}),
+             "fill_mask": ("pretraining", {}),
+             "embedding": ("encoder", {})}
+    out = {}
+    for task, (heads, kw) in specs.items():
+        tf.keras.utils.set_random_seed(1)
+        model = checkpoints.build_model(config, heads, **kw)
+        labels = ["neg", "neutral", "pos"] if task == "classification" else None
+        out[task] = (model, export.export_saved_model(model, base, task, vocab,
+                                                      max_seq_length=MAX_LEN, labels=labels))
+    return out
+
+
+def _keras_inputs(vocab, texts):
+    tok = BertTokenizer.from_vocab(vocab, do_lower_case=True)
+    enc = tok.encode_batch(texts, max_seq_length=MAX_LEN)
+    longest = int(np.max(np.sum(enc["input_mask"], axis=1)))
+    return {k: np.asarray(v)[:, :longest].astype("int32") for k, v in enc.items()}
+
+
+def test_layout_assets_and_signatures(exported):
+    model, result = exported["classification"]
+    assert result.version == 1 and result.path.endswith(os.path.join("classification", "1"))
+    assert os.path.exists(os.path.join(result.path, "assets", "vocab.txt"))
+    warm = os.path.join(result.path, "assets.extra", export.WARMUP_FILE)
+    from tensorflow_serving.apis import prediction_log_pb2
+    logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
+            for r in tf.data.TFRecordDataset(warm)]
+    assert logs and logs[0].predict_log.request.model_spec.name == "classification"
+    assert set(result.signatures) == {"serving_default", "embed", "encoded", "classify"}
+    from tensorflow.core.protobuf import saved_model_pb2
+    saved = saved_model_pb2.SavedModel.FromString(open(os.path.join(result.path, "saved_model.pb"), "rb").read())
+    sigs = saved.meta_graphs[0].signature_def
+    assert sigs["classify"].method_name == export.CLASSIFY_METHOD
+    assert sigs["serving_default"].method_name == export.PREDICT_METHOD
+    assert set(sigs["serving_default"].inputs) == {"text"}
+
+
+_FRESH = """
+import json, sys, numpy as np, tensorflow as tf
+import tensorflow_text  # registers the text ops the graph uses, as TF Serving links them
+path, texts = sys.argv[1], json.loads(sys.argv[2])
+m = tf.saved_model.load(path)
+out = {}
+for name in ("serving_default", "embed"):
+    r = m.signatures[name](text=tf.constant(texts))
+    out.update({name + "/" + k: v.numpy() for k, v in r.items() if v.dtype != tf.string})
+    out.update({name + "/" + k: np.vectorize(lambda b: b.decode("utf-8"))(v.numpy()) for k, v in r.items() if v.dtype == tf.string})
+np.savez(sys.argv[3], **out)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["classification", "regression", "fill_mask", "embedding"])
+def test_fresh_process_reload_matches_keras(exported, vocab, task, tmp_path):
+    model, result = exported[task]
+    texts = TEXTS if task != "fill_mask" else ["The [MASK] brown fox.", "[MASK] and [MASK]!", "none here"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    out_file = str(tmp_path / "out.npz")
+    proc = subprocess.run([sys.executable, "-c", _FRESH, result.path, json.dumps(texts), out_file],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = dict(np.load(out_file))
+    x = _keras_inputs(vocab, [t.replace("[MASK]", "MASKMARK") for t in texts])
+    encoder = model if task == "embedding" else model.encoder
+    if task == "fill_mask":
+        # The Python tokenizer follows the original (no special tokens in raw text): put
+        # the mask ids where the export's splitting on "[MASK]" puts them.
+        tok = BertTokenizer.from_vocab(vocab)
+        rows = []
+        for t in texts:
+            ids = [tok.cls_id]
+            for i, part in enumerate(t.split("[MASK]")):
+                if i:
+                    ids.append(tok.mask_id)
+                ids += tok.convert_tokens_to_ids(tok.tokenize(part))
+            rows.append(ids + [tok.sep_id])
+        longest = max(map(len, rows))
+        ids = np.array([r + [0] * (longest - len(r)) for r in rows], "int32")
+        x = {"input_ids": ids, "segment_ids": np.zeros_like(ids),
+             "input_mask": (np.arange(longest)[None] < np.array([len(r) for r in rows])[:, None]).astype("int32")}
+        positions = got["serving_default/mask_positions"]
+        expected_pos = [[j for j, v in enumerate(r) if v == tok.mask_id] for r in rows]
+        for b, exp in enumerate(expected_pos):
+            assert list(positions[b][positions[b] >= 0]) == exp
+        pos = np.where(positions >= 0, positions, 0).astype("int32")
+        logits = np.asarray(model({**x, "masked_lm_positions": pos})["mlm_logits"])
+        probs = tf.nn.softmax(logits).numpy()
+        top = np.argsort(-probs, axis=-1)[:, :, :5]
+        for b, exp in enumerate(expected_pos):
+            for k in range(len(exp)):
+                np.testing.assert_array_equal(got["serving_default/top_ids"][b, k], top[b, k])
+                np.testing.assert_allclose(got["serving_default/top_scores"][b, k],
+                                           np.take(probs[b, k], top[b, k]), atol=1e-5)
+    elif task == "classification":
+        probs = tf.nn.softmax(model(x)["logits"]).numpy()
+        np.testing.assert_allclose(got["serving_default/probabilities"], probs, atol=1e-5)
+        names = np.array(["neg", "neutral", "pos"])[probs.argmax(-1)]
+        assert list(got["serving_default/label"]) == list(names)
+    elif task == "regression":
+        np.testing.assert_allclose(got["serving_default/score"], np.asarray(model(x)["logits"])[:, 0],
+                                   atol=1e-5)
+    enc = encoder(x)
+    np.testing.assert_allclose(got["embed/pooled_output"], enc["pooled_output"], atol=1e-5)
+    mask = x["input_mask"][:, :, None].astype("float32")
+    mean = (np.asarray(enc["sequence_output"]) * mask).sum(1) / mask.sum(1)
+    np.testing.assert_allclose(got["embed/mean_pooled_output"], mean, atol=1e-5)
+
+
+def test_classify_and_regress_signatures(exported):
+    def examples(texts):
+        return tf.constant([tf.train.Example(features=tf.train.Features(feature={
+            "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[t.encode()]))}))
+            .SerializeToString() for t in texts])
+
+    loaded = tf.saved_model.load(exported["classification"][1].path)
+    out = loaded.signatures["classify"](inputs=examples(TEXTS[:2]))
+    direct = loaded.signatures["serving_default"](text=tf.constant(TEXTS[:2]))
+    np.testing.assert_allclose(out["scores"], direct["probabilities"], atol=1e-6)
+    assert out["classes"].numpy()[0].tolist() == [b"neg", b"neutral", b"pos"]
+    reg = tf.saved_model.load(exported["regression"][1].path)
+    out = reg.signatures["regress"](inputs=examples(TEXTS[:2]))
+    np.testing.assert_allclose(out["outputs"], reg.signatures["serving_default"](
+        text=tf.constant(TEXTS[:2]))["score"], atol=1e-6)
+
+
+def test_encoded_signature_matches_text_signature(exported, vocab):
+    loaded = tf.saved_model.load(exported["classification"][1].path)
+    x = _keras_inputs(vocab, TEXTS)
+    a = loaded.signatures["encoded"](**{k: tf.constant(v) for k, v in x.items()})
+    b = loaded.signatures["serving_default"](text=tf.constant(TEXTS))
+    np.testing.assert_allclose(a["probabilities"], b["probabilities"], atol=1e-6)
+
+
+def test_overlong_input_is_truncated_and_bad_utf8_is_rejected(exported):
+    loaded = tf.saved_model.load(exported["embedding"][1].path)
+    long_text = " ".join(["extraordinarily"] * 500)
+    out = loaded.signatures["serving_default"](text=tf.constant([long_text, "short"]))
+    assert out["pooled_output"].shape == (2, 128)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="invalid UTF-8"):
+        loaded.signatures["serving_default"](text=tf.constant([b"ok", b"bad \xff\xfe"]))
+
+
+def test_versions_increment_and_are_immutable(exported, vocab):
+    model, result = exported["embedding"]
+    base = os.path.dirname(os.path.dirname(result.path))
+    second = export.export_saved_model(model, base, "embedding", vocab, max_seq_length=MAX_LEN)
+    assert second.version == 2
+    with pytest.raises(export.ExportError, match="already exists"):
+        export.export_saved_model(model, base, "embedding", vocab, version=2)
+
+
+def test_exported_ops_are_in_the_tf_2_12_allowlist(exported):
+    serving_ops = pytest.importorskip("tests.serving_ops")
+    for task, (_, result) in exported.items():
+        assert serving_ops.check_ops(result.path) == [], task
