@@ -298,7 +298,7 @@ def serialize_example(features):
             list when its first value is a float; `masked_lm_weights` is).
 
     Returns:
-        bytes, ready for a TFRecord file.
+        bytes, ready for a TFRecord file; the same bytes in every process.
     """
     feature = {}
     for name, values in features.items():
@@ -306,7 +306,9 @@ def serialize_example(features):
             feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
         else:
             feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic=True sorts the feature map: otherwise its order (and the bytes)
+    # varies between processes, and files would differ with the worker count.
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 def create_bucket_instances(bucket_documents, dupe_index, options, vocab):
