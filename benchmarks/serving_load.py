@@ -166,7 +166,7 @@ def run_mode(args, workdir, batching):
     os.makedirs(base)
     _install(os.path.join(library, "1"), base, 1)
     flags = ["--model_name", "toy", "--model_base_path", base,
-             "--file_system_poll_wait_seconds", "0.5", f"--grpc_max_threads={max(16, args.clients)}"]
+             "--file_system_poll_wait_seconds", "0.2", f"--grpc_max_threads={max(16, args.clients)}"]
     if batching:
         flags += ["--enable_batching", f"--max_batch_size={args.max_batch_size}",
                   f"--batch_timeout_micros={args.batch_timeout_micros}",

@@ -32,6 +32,7 @@ import signal
 import sys
 import threading
 import time
+import typing
 
 import grpc
 import tensorflow as tf
@@ -64,62 +65,71 @@ def _bool_flag(text):
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _option(default, help_text):
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerOptions:
+    """Everything the server is configured with; one field per flag (stock names).
+
+    Built from flags only in `main`; `build_arg_parser` is generated from these
+    fields, so a flag's name, default and help live here once.
+    """
+
+    port: int = _option(8500, "gRPC port (0 picks a free one; the log line tells which).")
+    grpc_channel_arguments: str = _option(
+        "", "Comma-separated gRPC server options, e.g. grpc.max_receive_message_length=1048576.")
+    grpc_max_threads: int = _option(16, "Threads serving gRPC requests (the most in flight).")
+    rest_api_port: int = _option(0, "HTTP/REST port; 0 disables the REST API (as the stock server).")
+    rest_api_num_threads: int = _option(0, "Accepted for compatibility; REST uses a thread per connection.")
+    rest_api_timeout_in_ms: int = _option(30000, "Socket timeout while reading a REST request.")
+    rest_api_max_body_bytes: int = _option(DEFAULT_MAX_MESSAGE_BYTES,
+                                           "Largest REST request body; larger ones get 413.")
+    model_name: str = _option("default", "Name of the model (with --model_base_path).")
+    model_base_path: str = _option("", "Folder holding the model's integer version folders.")
+    model_config_file: str = _option(
+        "", "A text ModelServerConfig (model_config_list); overrides --model_name/--model_base_path.")
+    model_config_file_poll_wait_seconds: float = _option(0.0, "Re-read --model_config_file this often (0: never).")
+    file_system_poll_wait_seconds: float = _option(
+        1.0, "Scan the base paths for new versions this often (0: only at start).")
+    saved_model_tags: str = _option("serve", "Comma-separated meta graph tags to load.")
+    enable_batching: bool = _option(False, "Merge concurrent Predict requests.")
+    batching_parameters_file: str = _option("", "Text BatchingParameters (max_batch_size { value: 32 } ...).")
+    max_batch_size: typing.Optional[int] = _option(None, "Overrides the batching file.")
+    batch_timeout_micros: typing.Optional[int] = _option(None, "Overrides the batching file.")
+    num_batch_threads: typing.Optional[int] = _option(None, "Overrides the batching file.")
+    max_enqueued_batches: typing.Optional[int] = _option(None, "Overrides the batching file.")
+    enable_model_warmup: bool = _option(True, "Replay assets.extra/tf_serving_warmup_requests on load.")
+    num_request_iterations_for_warmup: int = _option(1, "Times each warm-up record is replayed.")
+    monitoring: bool = _option(False, f"Serve Prometheus metrics at {DEFAULT_MONITORING_PATH} (REST port).")
+    monitoring_config_file: str = _option(
+        "", 'Text MonitoringConfig: prometheus_config { enable: true path: "..." }.')
+    tensorflow_intra_op_parallelism: int = _option(0, "TF intra-op threads (0: TF default).")
+    tensorflow_inter_op_parallelism: int = _option(0, "TF inter-op threads (0: TF default).")
+    utf8_inputs: str = _option("text,text_b",
+                               "String inputs that must be valid UTF-8 text (INVALID_ARGUMENT otherwise).")
+    shutdown_grace_seconds: float = _option(30.0, "How long SIGTERM waits for in-flight requests.")
+
+
 def build_arg_parser():
-    """Returns the argparse parser of the stock server's flags (plus a few)."""
+    """Returns the argparse parser of the server's flags (one per `ServerOptions` field)."""
     p = argparse.ArgumentParser(prog="python -m serving.server", description=__doc__.split("\n\n")[0])
-
-    def boolean(name, default, help_text):
-        p.add_argument(name, type=_bool_flag, nargs="?", const=True, default=default, help=help_text)
-
-    p.add_argument("--port", type=int, default=8500,
-                   help="gRPC port (0 picks a free one; the log line tells which).")
-    p.add_argument("--grpc_channel_arguments", default="",
-                   help="Comma-separated gRPC server options, e.g. "
-                        "grpc.max_receive_message_length=1048576.")
-    p.add_argument("--grpc_max_threads", type=int, default=16,
-                   help="Threads serving gRPC requests (the most requests in flight).")
-    p.add_argument("--rest_api_port", type=int, default=0,
-                   help="HTTP/REST port; 0 disables the REST API (as the stock server).")
-    p.add_argument("--rest_api_num_threads", type=int, default=0,
-                   help="Accepted for compatibility; REST uses one thread per connection.")
-    p.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
-                   help="Socket timeout while reading a REST request.")
-    p.add_argument("--rest_api_max_body_bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
-                   help="Largest REST request body; larger ones get 413.")
-    p.add_argument("--model_name", default="default", help="Name of the model (with --model_base_path).")
-    p.add_argument("--model_base_path", default="",
-                   help="Folder holding the model's integer version folders.")
-    p.add_argument("--model_config_file", default="",
-                   help="A text ModelServerConfig (model_config_list); overrides --model_name/"
-                        "--model_base_path.")
-    p.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0,
-                   help="Re-read --model_config_file this often (0: never).")
-    p.add_argument("--file_system_poll_wait_seconds", type=float, default=1,
-                   help="Scan the base paths for new versions this often (0: only at start).")
-    p.add_argument("--saved_model_tags", default="serve",
-                   help="Comma-separated meta graph tags to load.")
-    boolean("--enable_batching", False, "Merge concurrent Predict requests.")
-    p.add_argument("--batching_parameters_file", default="",
-                   help="Text BatchingParameters (max_batch_size { value: 32 } ...).")
-    p.add_argument("--max_batch_size", type=int, default=None, help="Overrides the batching file.")
-    p.add_argument("--batch_timeout_micros", type=int, default=None, help="Overrides the batching file.")
-    p.add_argument("--num_batch_threads", type=int, default=None, help="Overrides the batching file.")
-    p.add_argument("--max_enqueued_batches", type=int, default=None, help="Overrides the batching file.")
-    boolean("--enable_model_warmup", True, "Replay assets.extra/tf_serving_warmup_requests on load.")
-    p.add_argument("--num_request_iterations_for_warmup", type=int, default=1,
-                   help="Times each warm-up record is replayed.")
-    boolean("--monitoring", False, f"Serve Prometheus metrics at {DEFAULT_MONITORING_PATH} on the REST port.")
-    p.add_argument("--monitoring_config_file", default="",
-                   help="Text MonitoringConfig: prometheus_config { enable: true path: \"...\" }.")
-    p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
-                   help="TF intra-op threads (0: TF default).")
-    p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
-                   help="TF inter-op threads (0: TF default).")
-    p.add_argument("--utf8_inputs", default="text,text_b",
-                   help="String inputs that must be valid UTF-8 text (INVALID_ARGUMENT otherwise).")
-    p.add_argument("--shutdown_grace_seconds", type=float, default=30,
-                   help="How long SIGTERM waits for in-flight requests.")
+    for field in dataclasses.fields(ServerOptions):
+        flag, help_text = f"--{field.name}", field.metadata["help"]
+        if field.type is bool:
+            # --enable_batching, --enable_batching=true and --enable_batching=false all work.
+            p.add_argument(flag, type=_bool_flag, nargs="?", const=True, default=field.default,
+                           help=help_text)
+        else:
+            kind = int if field.default is None else type(field.default)
+            p.add_argument(flag, type=kind, default=field.default, help=help_text)
     return p
+
+
+def parse_options(argv=None):
+    """Parses command-line flags into `ServerOptions`."""
+    return ServerOptions(**vars(build_arg_parser().parse_args(argv)))
 
 
 def parse_channel_arguments(text):
@@ -145,11 +155,11 @@ def grpc_options(channel_arguments):
     return list(options.items())
 
 
-def monitoring_path(args):
+def monitoring_path(options):
     """Returns the Prometheus endpoint path the flags ask for, or None."""
-    path = DEFAULT_MONITORING_PATH if args.monitoring else None
-    if args.monitoring_config_file:
-        with tf.io.gfile.GFile(args.monitoring_config_file, "r") as f:
+    path = DEFAULT_MONITORING_PATH if options.monitoring else None
+    if options.monitoring_config_file:
+        with tf.io.gfile.GFile(options.monitoring_config_file, "r") as f:
             text = f.read()
         enable = re.search(r"enable\s*:\s*(\w+)", text)
         custom = re.search(r'path\s*:\s*"([^"]*)"', text)
@@ -158,15 +168,15 @@ def monitoring_path(args):
     return path
 
 
-def batching_parameters(args):
+def batching_parameters(options):
     """Returns the `BatchingParameters` of the flags (file, then single-value overrides)."""
     params = batching.BatchingParameters()
-    if args.batching_parameters_file:
-        with tf.io.gfile.GFile(args.batching_parameters_file, "r") as f:
-            params = batching.parse_batching_parameters(f.read(), args.batching_parameters_file)
-    overrides = {name: getattr(args, name) for name in
+    if options.batching_parameters_file:
+        with tf.io.gfile.GFile(options.batching_parameters_file, "r") as f:
+            params = batching.parse_batching_parameters(f.read(), options.batching_parameters_file)
+    overrides = {name: getattr(options, name) for name in
                  ("max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches")
-                 if getattr(args, name) is not None}
+                 if getattr(options, name) is not None}
     return dataclasses.replace(params, **overrides)
 
 
@@ -251,31 +261,31 @@ class ModelServer:
     """The whole server: model manager, optional batcher, gRPC and REST front ends.
 
     Args:
-        args: parsed flags (`build_arg_parser().parse_args(...)`).
+        options: `ServerOptions`.
     """
 
-    def __init__(self, args):
-        self.args = args
+    def __init__(self, options):
+        self.options = options
         self.metrics = Metrics()
-        if args.model_config_file:
-            config = model_manager.read_model_config_file(args.model_config_file)
-        elif args.model_base_path:
-            config = model_manager.single_model_config(args.model_name, args.model_base_path)
+        if options.model_config_file:
+            config = model_manager.read_model_config_file(options.model_config_file)
+        elif options.model_base_path:
+            config = model_manager.single_model_config(options.model_name, options.model_base_path)
         else:
             raise ValueError("Give --model_base_path (with --model_name) or --model_config_file")
         self.batcher = None
-        if args.enable_batching:
-            params = batching_parameters(args)
+        if options.enable_batching:
+            params = batching_parameters(options)
             log.info("Batching enabled: %s", params)
             self.batcher = batching.BatchScheduler(params, self.metrics)
-        warmup = self._warmup if args.enable_model_warmup else None
+        warmup = self._warmup if options.enable_model_warmup else None
         self.manager = model_manager.ModelManager(
-            config, tags=[t for t in args.saved_model_tags.split(",") if t], warmup=warmup,
+            config, tags=[t for t in options.saved_model_tags.split(",") if t], warmup=warmup,
             metrics=self.metrics)
         self.core = InferenceCore(
             self.manager, self.batcher,
-            utf8_inputs=[n for n in args.utf8_inputs.split(",") if n],
-            warmup_iterations=args.num_request_iterations_for_warmup)
+            utf8_inputs=[n for n in options.utf8_inputs.split(",") if n],
+            warmup_iterations=options.num_request_iterations_for_warmup)
         self.grpc_server = None
         self.rest_server = None
         self.grpc_port = None
@@ -289,28 +299,28 @@ class ModelServer:
 
     def start(self):
         """Loads the models, then starts listening (as the stock server, models first)."""
-        args = self.args
+        options = self.options
         self.manager.poll_once()
-        self.manager.start_polling(args.file_system_poll_wait_seconds, args.model_config_file or None,
-                                   args.model_config_file_poll_wait_seconds)
+        self.manager.start_polling(options.file_system_poll_wait_seconds, options.model_config_file or None,
+                                   options.model_config_file_poll_wait_seconds)
         self.grpc_server = grpc.server(
-            concurrent.futures.ThreadPoolExecutor(max_workers=args.grpc_max_threads,
+            concurrent.futures.ThreadPoolExecutor(max_workers=options.grpc_max_threads,
                                                   thread_name_prefix="grpc"),
-            options=grpc_options(args.grpc_channel_arguments))
+            options=grpc_options(options.grpc_channel_arguments))
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionServicer(self.core, self.metrics), self.grpc_server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.core, self.metrics), self.grpc_server)
-        self.grpc_port = self.grpc_server.add_insecure_port(f"0.0.0.0:{args.port}")
+        self.grpc_port = self.grpc_server.add_insecure_port(f"0.0.0.0:{options.port}")
         if not self.grpc_port:
-            raise OSError(f"Cannot bind the gRPC port {args.port}")
+            raise OSError(f"Cannot bind the gRPC port {options.port}")
         self.grpc_server.start()
         log.info("Running gRPC ModelServer at 0.0.0.0:%d ...", self.grpc_port)
-        if args.rest_api_port:
+        if options.rest_api_port:
             self.rest_server = RestServer(
-                args.rest_api_port, self.core, self.metrics, monitoring_path(args),
-                max_body_bytes=args.rest_api_max_body_bytes,
-                timeout_s=args.rest_api_timeout_in_ms / 1000)
+                options.rest_api_port, self.core, self.metrics, monitoring_path(options),
+                max_body_bytes=options.rest_api_max_body_bytes,
+                timeout_s=options.rest_api_timeout_in_ms / 1000)
             self.rest_port = self.rest_server.server_address[1]
             self._rest_thread = threading.Thread(target=self.rest_server.serve_forever,
                                                  name="rest", daemon=True)
@@ -334,7 +344,7 @@ class ModelServer:
 
 def main(argv=None):
     """Runs the server until SIGTERM/SIGINT; returns the process exit code."""
-    args = build_arg_parser().parse_args(argv)
+    options = parse_options(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr,
         format="%(asctime)s.%(msecs)03d: %(levelname).1s %(module)s.py:%(lineno)d] %(message)s",
@@ -347,13 +357,13 @@ def main(argv=None):
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    if args.tensorflow_intra_op_parallelism:
-        tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
-    if args.tensorflow_inter_op_parallelism:
-        tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
+    if options.tensorflow_intra_op_parallelism:
+        tf.config.threading.set_intra_op_parallelism_threads(options.tensorflow_intra_op_parallelism)
+    if options.tensorflow_inter_op_parallelism:
+        tf.config.threading.set_inter_op_parallelism_threads(options.tensorflow_inter_op_parallelism)
     server = None
     try:
-        server = ModelServer(args)
+        server = ModelServer(options)
         server.start()
     except (ServingError, ValueError, OSError, RuntimeError) as exc:
         log.error("Cannot start the model server: %s", exc)
@@ -362,7 +372,7 @@ def main(argv=None):
         return 1
     while not stop_requested.wait(0.5):
         pass
-    server.stop(args.shutdown_grace_seconds)
+    server.stop(options.shutdown_grace_seconds)
     log.info("Model server stopped")
     return 0
 

@@ -1,7 +1,6 @@
 """Pure pieces of the server, tested in-process without a server."""
 
 import ast
-import os
 import pathlib
 import threading
 import time
@@ -231,3 +230,23 @@ def test_array_to_json_b64_for_bytes_outputs():
     array = np.array([b"ok", b"\xff"], dtype=object)
     assert rest.array_to_json("label", array) == ["ok", {"b64": "/w=="}]
     assert rest.array_to_json("raw_bytes", array[:1]) == [{"b64": "b2s="}]
+
+
+# ---- flags ---------------------------------------------------------------------
+
+
+def test_flags_parse_like_the_stock_server(tmp_path):
+    from serving import server
+
+    assert server.parse_options([]) == server.ServerOptions()
+    options = server.parse_options(["--port=9000", "--enable_batching", "--monitoring=false",
+                                    "--file_system_poll_wait_seconds", "0.5", "--max_batch_size=8"])
+    assert (options.port, options.enable_batching, options.monitoring) == (9000, True, False)
+    assert options.file_system_poll_wait_seconds == 0.5
+    assert server.batching_parameters(options).max_batch_size == 8
+    assert dict(server.grpc_options("grpc.max_receive_message_length=10,grpc.x=y")) == {
+        "grpc.max_receive_message_length": 10, "grpc.max_send_message_length": 64 << 20,
+        "grpc.so_reuseport": 0, "grpc.x": "y"}
+    monitoring = tmp_path / "monitoring.config"
+    monitoring.write_text('prometheus_config { enable: true, path: "/metrics" }')
+    assert server.monitoring_path(server.parse_options([f"--monitoring_config_file={monitoring}"])) == "/metrics"
