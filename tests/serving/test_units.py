@@ -250,3 +250,14 @@ def test_flags_parse_like_the_stock_server(tmp_path):
     monitoring = tmp_path / "monitoring.config"
     monitoring.write_text('prometheus_config { enable: true, path: "/metrics" }')
     assert server.monitoring_path(server.parse_options([f"--monitoring_config_file={monitoring}"])) == "/metrics"
+
+
+def test_server_refuses_a_bad_config_before_listening(tmp_path):
+    from serving import server
+
+    config = tmp_path / "models.config"
+    config.write_text('model_config_list { config { name: "m" base_path: "/m" model_platform: "onnx" } }')
+    with pytest.raises(ServingError, match="onnx"):
+        server.ModelServer(server.parse_options([f"--model_config_file={config}"]))
+    with pytest.raises(ValueError, match="model_base_path"):
+        server.ModelServer(server.parse_options([]))
