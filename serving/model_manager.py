@@ -25,6 +25,11 @@ import threading
 
 import grpc
 import tensorflow as tf
+
+try:  # Registers the tensorflow-text ops that raw-text BERT exports use, as the stock
+    import tensorflow_text  # noqa: F401  server links them; models without them load anyway.
+except ImportError:  # pragma: no cover - tensorflow-text is a project dependency
+    tensorflow_text = None
 from google.protobuf import message, text_format
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.config import model_server_config_pb2

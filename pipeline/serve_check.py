@@ -1,0 +1,32 @@
+"""End of `make run`: serve the pushed model, send one gRPC request, print, stop."""
+
+import json
+import os
+
+SAMPLE = "Return a new event loop and run the coroutine until it completes."
+
+
+def client_command(config, port):
+    """The shell command a user runs to query the served model."""
+    return (f"python -m serving.client --server localhost:{port} --model {config.model_name} "
+            f"\"{SAMPLE}\"")
+
+
+def query_once(config, records):
+    """Starts `serving.server` on free ports, queries the model once over gRPC, stops it."""
+    from serving import client
+    from serving.launcher import ServerProcess
+    base = os.path.abspath(os.path.join(config.serving_base_path, config.model_name))
+    print(f"[Serve] starting the model server for {config.model_name!r} from {base}", flush=True)
+    server = ServerProcess([f"--model_name={config.model_name}", f"--model_base_path={base}"])
+    server.start(timeout_s=300)
+    try:
+        result = client.predict_text(server.grpc_target, config.model_name, [SAMPLE])
+        print(f"[Serve] gRPC Predict {SAMPLE!r} ->\n{json.dumps(client.to_json(result), indent=2)}",
+              flush=True)
+        print(f"[Serve] to query it yourself while a server runs: "
+              f"{client_command(config, server.grpc_port)}", flush=True)
+        return client.to_json(result)
+    finally:
+        code = server.stop()
+        print(f"[Serve] server stopped (exit code {code})", flush=True)
