@@ -499,9 +499,8 @@ def bad_records(stats):
 def log_bad_records(stage, stats):
     """One log line (and printed line) summing up the bad records of a run."""
     bad = bad_records(stats)
-    line = f"[{stage}] bad records: {sum(bad.values())} " + " ".join(
-        f"{name}={count}" for name, count in bad.items() if count
-    )
+    details = " ".join(f"{name}={count}" for name, count in bad.items() if count)
+    line = f"[{stage}] bad records: {sum(bad.values())}" + (f" ({details})" if details else "")
     logger.info(line)
     print(line, flush=True)
 

@@ -8,8 +8,8 @@ feature names, shapes and dtypes (`features.pretraining_feature_spec`), or, with
 masking rules are in `keras_bert/instances.py` and `keras_bert/masking.py`.
 
 Steps: ReadCorpus (raw text or ExampleGen documents) -> Tokenize -> CountDocuments ->
-AssignBuckets -> GroupByBucket -> CreateInstances -> CountInstances -> AssignShards ->
-GroupByShard -> WriteShards, plus the statistics JSON
+AssignBuckets -> GroupByBucket -> CreateInstances -> CountInstances (only with
+num_shards=0) -> AssignShards -> GroupByShard -> WriteShards, plus the statistics JSON
 (`<output>/pretraining_data_stats.json`).
 
 Random "other" documents without the corpus in memory
@@ -58,6 +58,7 @@ Example:
 """
 
 import argparse
+import array
 import collections
 import dataclasses
 import logging
@@ -170,8 +171,33 @@ def _local_copy(path, directory):
     return local
 
 
+def pack_sentences(sentences):
+    """Token-id sentences -> two byte strings (ids, lengths).
+
+    Tokenized documents cross `dupe_factor` shuffles; bytes cost Beam's coders far
+    less than lists of Python ints.
+    """
+    return (
+        array.array("i", [t for sentence in sentences for t in sentence]).tobytes(),
+        array.array("i", [len(sentence) for sentence in sentences]).tobytes(),
+    )
+
+
+def unpack_sentences(packed):
+    """The inverse of `pack_sentences`."""
+    ids, lengths = array.array("i"), array.array("i")
+    ids.frombytes(packed[0])
+    lengths.frombytes(packed[1])
+    ids = ids.tolist()
+    sentences, start = [], 0
+    for length in lengths:
+        sentences.append(ids[start : start + length])
+        start += length
+    return sentences
+
+
 class TokenizeDocumentFn(beam.DoFn):
-    """Document dict -> `(doc_id, [token ids of each non-empty sentence])`."""
+    """Document dict -> `(doc_id, pack_sentences(token ids of each non-empty sentence))`."""
 
     def __init__(self, vocab_path, do_lower_case):
         self._vocab_path = vocab_path
@@ -204,11 +230,11 @@ class TokenizeDocumentFn(beam.DoFn):
         example_gen.increment_counters(STAGE, stats)
         yield beam.pvalue.TaggedOutput(STATS_TAG, dict(stats))
         if sentences:
-            yield document["doc_id"], sentences
+            yield document["doc_id"], pack_sentences(sentences)
 
 
 def assign_buckets(document, num_documents, dupe_factor, seed, docs_per_bucket):
-    """`(doc_id, sentences)` -> one `((dupe, bucket), (doc_id, sentences))` per dupe copy."""
+    """`(doc_id, packed)` -> one `((dupe, bucket), (doc_id, packed))` per dupe copy."""
     num_buckets = instances_lib.num_buckets_for(num_documents, docs_per_bucket)
     doc_id = document[0]
     for dupe in range(dupe_factor):
@@ -228,7 +254,7 @@ class CreateInstancesFn(beam.DoFn):
 
     def process(self, bucket):
         (dupe, _), documents = bucket
-        documents = list(documents)
+        documents = [(doc_id, unpack_sentences(packed)) for doc_id, packed in documents]
         total = collections.Counter(buckets=1, bucket_documents=len(documents))
         for sort_key, features, stats in instances_lib.create_bucket_instances(
             documents, dupe, self._options, self._vocab
@@ -399,11 +425,15 @@ def build(pipeline, spec):
         STAGE, f"WriteShards: {spec.records_pattern} "
         f"({spec.num_shards or f'~{spec.records_per_shard} records each'})"
     )
-    num_instances = records | "CountInstances" >> beam.combiners.Count.Globally()
-    num_shards = (
-        num_instances
-        | "NumShards" >> beam.Map(resolve_num_shards, spec.num_shards, spec.records_per_shard)
-    )
+    if spec.num_shards:
+        # A constant side input lets AssignShards fuse with CreateInstances.
+        num_shards = pipeline | "NumShards" >> beam.Create([spec.num_shards])
+    else:
+        num_shards = (
+            records
+            | "CountInstances" >> beam.combiners.Count.Globally()
+            | "NumShards" >> beam.Map(resolve_num_shards, spec.num_shards, spec.records_per_shard)
+        )
     num_shards_side = beam.pvalue.AsSingleton(num_shards)
     keyed = records | "AssignShards" >> beam.Map(lambda record, n: (record[0] % n, record), n=num_shards_side)
     # Every shard gets a (possibly empty) file, so the `-of-N` set is complete.

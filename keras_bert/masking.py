@@ -7,7 +7,8 @@ Static masking (`create_masked_lm_predictions`) follows google-research/bert's
   never sees because it pads later);
 - `num_to_predict = min(max_predictions_per_seq, max(1, round(len(tokens) * prob)))`,
   where `len(tokens)` counts `[CLS]` and the `[SEP]`s, as the original does;
-- candidates are visited in a random order; each chosen position becomes `[MASK]`
+- candidates are visited in a uniformly random order (drawn lazily, so only the
+  visited ones cost random numbers); each chosen position becomes `[MASK]`
   80% of the time, a uniformly random vocabulary id 10% (any id, special tokens
   included, as the original draws from the whole vocabulary) and stays unchanged 10%;
 - whole-word masking groups a `##` piece with the word before it, and skips a word
@@ -122,24 +123,38 @@ def create_masked_lm_predictions(
     Returns:
         A `MaskedLmPredictions`.
     """
-    candidates = word_candidates(token_ids, special_ids, continuation_ids, whole_word_mask)
-    rng.shuffle(candidates)
+    if whole_word_mask:
+        candidates = word_candidates(token_ids, special_ids, continuation_ids, whole_word_mask=True)
+    else:
+        candidates = [i for i, t in enumerate(token_ids) if t not in special_ids]
     budget = num_to_predict(len(token_ids), masked_lm_prob, max_predictions_per_seq)
 
     output_ids = list(token_ids)
     chosen = []
     counts = [0, 0, 0]  # [MASK], random, kept
-    for word in candidates:
-        if len(chosen) >= budget:
-            break
+    num_candidates = len(candidates)
+    visited = 0
+    random = rng.random
+    # The original shuffles every candidate, then takes them in order. A Fisher-Yates
+    # shuffle run lazily from the front gives the same uniformly random order, but
+    # only draws as many positions as are visited (about `budget`, not all tokens).
+    # `int(random() * n)` is how `random.shuffle` drew before Python 3.11; its bias,
+    # below n / 2**53, is immaterial here and it is several times faster than randrange.
+    while visited < num_candidates and len(chosen) < budget:
+        pick = visited + int(random() * (num_candidates - visited))
+        candidates[visited], candidates[pick] = candidates[pick], candidates[visited]
+        word = candidates[visited]
+        visited += 1
+        if not whole_word_mask:
+            word = (word,)
         # A whole word that does not fit is skipped; a later, shorter one may fit.
         if len(chosen) + len(word) > budget:
             continue
         for index in word:
-            if rng.random() < MASK_PROB:
+            if random() < MASK_PROB:
                 output_ids[index] = mask_id
                 counts[0] += 1
-            elif rng.random() < 0.5:
+            elif random() < 0.5:
                 counts[2] += 1
             else:
                 output_ids[index] = rng.randint(0, vocab_size - 1)
