@@ -13,6 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # name -> module with run() returning a list of result dicts.
 CASES = {
     "encoder_latency": "benchmarks.encoder_latency",
+    "serving_bert": "benchmarks.serving_bert",
 }
 
 
