@@ -7,6 +7,8 @@ the standard library itself:
   the docstrings of the standard library's modules (read with `ast`, never imported),
   written in the original BERT corpus format: one sentence per line, a blank line
   between documents, a few shards.
+- **Held-out corpus**: 5% of the documents, never pre-trained on, for held-out MLM
+  evaluation.
 - **Task** (for fine-tuning): "which standard-library package does this docstring
   paragraph come from?" over `TASK_PACKAGES`. Paragraphs are split into
   train/dev/test **by source file**, so no file contributes to two splits; dev and
@@ -28,6 +30,7 @@ TASK_PACKAGES = ("asyncio", "email", "importlib", "multiprocessing", "unittest",
 _SKIP_DIRS = ("site-packages", "test", "tests", "idlelib", "lib2to3", "__pycache__", "turtledemo")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[`])")
 _MIN_WORDS = 8
+HELDOUT_SHARE = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +177,14 @@ def build(spec):
         documents.append((f"stdlib:{relpath}", sentences))
 
     documents = [d for d in documents if _stable_unit("doc:" + d[0]) < spec.fraction]
+    # A few documents are held out of pre-training, for its held-out MLM evaluation.
+    heldout = [d for d in documents if _stable_unit("heldout:" + d[0]) < HELDOUT_SHARE]
+    documents = [d for d in documents if _stable_unit("heldout:" + d[0]) >= HELDOUT_SHARE]
+    heldout_dir = os.path.join(spec.output_dir, "heldout")
+    os.makedirs(heldout_dir, exist_ok=True)
+    with open(os.path.join(heldout_dir, "corpus-heldout.txt"), "w", encoding="utf-8") as f:
+        for _, sentences in heldout:
+            f.write("\n".join(sentences) + "\n\n")
     shards = [open(os.path.join(corpus_dir, f"corpus-{i:05d}-of-{spec.num_shards:05d}.txt"),
                    "w", encoding="utf-8") for i in range(spec.num_shards)]
     try:
@@ -190,7 +201,9 @@ def build(spec):
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
         counts[split] = len(rows)
     chars = sum(len(s) for _, sents in documents for s in sents)
-    result = {"corpus_glob": os.path.join(corpus_dir, "*.txt"), "task_dir": task_dir,
+    result = {"corpus_glob": os.path.join(corpus_dir, "*.txt"),
+              "heldout_glob": os.path.join(heldout_dir, "*.txt"), "heldout_documents": len(heldout),
+              "task_dir": task_dir,
               "train": os.path.join(task_dir, "train.jsonl"),
               "dev": os.path.join(task_dir, "dev.jsonl"),
               "test": os.path.join(task_dir, "test.jsonl"),

@@ -1,0 +1,94 @@
+"""`python -m pipeline.run --runner=DirectRunner`: raw corpus → served BERT model.
+
+Stages, in order (TFX style: each reads artifacts by URI and writes its own folder):
+
+    ExampleGen → Vocab → PretrainingData → Pretrain → TaskData → Finetune → Evaluate
+    → Export → Push
+
+Known flags (see `pipeline.config.PipelineConfig`) are parsed first; everything else
+goes to Beam's `PipelineOptions` unchanged. A second run with the same inputs and
+parameters reuses finished stages; `--force STAGE` reruns that stage and the ones
+after it; an interrupted run resumes where it stopped (training from its checkpoint).
+At the end: `report.md` in the pipeline root, and (unless `--serve_check false`) the
+pushed model is served by `serving.server`, queried once over gRPC, and stopped.
+"""
+
+import json
+import os
+import sys
+import time
+import traceback
+
+from pipeline import stages
+from pipeline.config import PipelineConfigError, parse_flags
+from pipeline.store import StageRun, fingerprint
+
+
+def _line(text):
+    print(text, flush=True)
+
+
+def run_pipeline(config, beam_args):
+    """Runs every stage; returns {stage name: record}."""
+    os.makedirs(config.pipeline_root, exist_ok=True)
+    with open(os.path.join(config.pipeline_root, "config.json"), "w") as f:
+        json.dump({"config": config.to_dict(), "beam_args": beam_args}, f, indent=2)
+    plan = stages.plan(config)
+    names = [s.name for s in plan]
+    if config.force and config.force not in names:
+        raise PipelineConfigError(f"--force {config.force}: no such stage; stages: {', '.join(names)}")
+    forced = set(names[names.index(config.force):]) if config.force else set()
+    records = {}
+    total = len(plan)
+    for i, stage in enumerate(plan, 1):
+        upstream = {dep: records[dep] for dep in stage.deps}
+        params = stage.params(config)
+        inputs = stage.inputs(config, upstream)
+        fp = fingerprint(params, inputs)
+        run = StageRun(config.pipeline_root, stage.name)
+        old = run.load()
+        if (stage.name not in forced and old and old.get("fingerprint") == fp
+                and old.get("outcome") == "succeeded"):
+            records[stage.name] = old
+            _line(f"[{i}/{total}] {stage.name}: cached (fingerprint {fp}, finished {old['end']})")
+            continue
+        if stage.name in forced and old:
+            # Same inputs, but asked to redo: start clean.
+            import shutil
+            shutil.rmtree(run.dir, ignore_errors=True)
+            old = None
+        resumed = old is not None and old.get("fingerprint") == fp
+        _line(f"[{i}/{total}] {stage.name}: {'resuming' if resumed else 'running'} "
+              f"(fingerprint {fp})")
+        record = run.start(params, inputs, fp)
+        started = time.time()
+        try:
+            outputs, metrics = stage.execute(config, beam_args, upstream, run.output_dir)
+        except BaseException as e:
+            run.finish(record, {}, {}, outcome="failed", error=f"{type(e).__name__}: {e}")
+            raise
+        metrics = dict(metrics, seconds=round(time.time() - started, 1))
+        records[stage.name] = run.finish(record, outputs, metrics)
+        shown = ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, (int, float)))
+        _line(f"[{i}/{total}] {stage.name}: done in {metrics['seconds']} s ({shown})")
+    return records
+
+
+def main(argv=None):
+    try:
+        config, beam_args = parse_flags(argv)
+    except PipelineConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    records = run_pipeline(config, beam_args)
+    from pipeline import report
+    report_path = report.write_report(config, records)
+    _line(f"report: {report_path}")
+    if config.serve_check and records.get("Push", {}).get("outputs", {}).get("pushed"):
+        from pipeline import serve_check
+        serve_check.query_once(config, records)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

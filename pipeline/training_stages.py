@@ -1,0 +1,81 @@
+"""Pipeline adapters for the training stages: Pretrain, TaskData, Finetune."""
+
+import json
+import os
+
+
+def _history_file(rows, path):
+    """Writes per-step/epoch rows (list of dicts) as {metric: [values]} for the report."""
+    if not rows:
+        return None
+    columns = {}
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, (int, float)):
+                columns.setdefault(key, []).append(value)
+    with open(path, "w") as f:
+        json.dump(columns, f, indent=2)
+    return path
+
+
+def _pretrain(config, beam_args, upstream, out):
+    from components import pretrain
+    data = upstream["PretrainingData"]["outputs"]
+    steps = config.pretrain_steps
+    spec = pretrain.PretrainSpec(
+        train_pattern=data["train"], eval_pattern=data.get("eval"), output_dir=out,
+        config=config.model, vocab_path=upstream["Vocab"]["outputs"]["vocab"],
+        batch_size=config.pretrain_batch_size, max_seq_length=config.max_seq_length,
+        max_predictions_per_seq=config.max_predictions_per_seq, num_train_steps=steps,
+        num_warmup_steps=max(1, steps // 10), learning_rate=config.pretrain_learning_rate,
+        mixed_precision=config.mixed_precision, strategy=config.strategy,
+        checkpoint_every=max(10, steps // 6), steps_per_epoch=max(10, steps // 6),
+        log_every=max(10, steps // 20), seed=config.seed)
+    metrics = pretrain.run(spec)
+    history = _history_file(metrics.get("history"), os.path.join(out, "history.json"))
+    train, evaluation = metrics.get("train", {}), metrics.get("eval", {})
+    flat = {f"train_{k}": v for k, v in train.items() if isinstance(v, (int, float))}
+    flat.update({f"eval_{k}": v for k, v in evaluation.items() if isinstance(v, (int, float))})
+    for key in ("steps", "sequences_per_second"):
+        if isinstance(metrics.get(key), (int, float)):
+            flat[key] = metrics[key]
+    return {"encoder_dir": spec.export_dir, "metrics": spec.metrics_path, "history": history}, flat
+
+
+def _task_data(config, beam_args, upstream, out):
+    from components import task_data
+    eg = upstream["ExampleGen"]["outputs"]
+    spec = task_data.TaskDataSpec(
+        task=config.task, train=eg["train"], dev=eg["dev"],
+        vocab_path=upstream["Vocab"]["outputs"]["vocab"], output_dir=out,
+        do_lower_case=config.do_lower_case, max_seq_length=config.max_seq_length,
+        labels=tuple(eg["labels"]) if eg.get("labels") else None)
+    stats = task_data.run(spec, list(beam_args or []))
+    labels_path = os.path.join(out, task_data.LABELS_FILE)
+    labels = task_data.read_labels(labels_path) if os.path.exists(labels_path) else None
+    metrics = {f"{split}_records": s["records"] for split, s in stats["splits"].items()}
+    metrics["bad_records"] = stats["bad_records_total"]
+    return {"records": {split: s["path"] for split, s in stats["splits"].items()},
+            "labels": labels, "labels_path": labels_path}, metrics
+
+
+def _finetune(config, beam_args, upstream, out):
+    from components import finetune
+    eg = upstream["ExampleGen"]["outputs"]
+    init = config.init or upstream["Pretrain"]["outputs"]["encoder_dir"]
+    labels = upstream["TaskData"]["outputs"].get("labels")
+    spec = finetune.FinetuneSpec(
+        task=config.task, train=eg["train"], dev=eg["dev"], init=init, output_dir=out,
+        max_seq_length=config.max_seq_length, batch_size=config.finetune_batch_size,
+        epochs=config.finetune_epochs, learning_rate=config.finetune_learning_rate,
+        mixed_precision=config.mixed_precision != "none", strategy=config.strategy,
+        seed=config.seed, labels=tuple(labels) if labels else None, verbose=2)
+    result = finetune.run(spec)
+    history = _history_file(result.get("history"), os.path.join(out, "history.json"))
+    metrics = {"best_epoch": result["best_epoch"], f"dev_{result['metric']}": result["best_value"]}
+    baseline = result.get("baseline") or {}
+    for key, value in baseline.items():
+        if isinstance(value, (int, float)):
+            metrics[f"baseline_{key}"] = value
+    return {"model_dir": result["checkpoint"], "labels": result["labels"],
+            "metrics": os.path.join(out, finetune.METRICS_FILE), "history": history}, metrics
