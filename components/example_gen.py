@@ -18,6 +18,9 @@ Lines longer than `max_sentence_chars` (and every document of `lines`/`jsonl`) a
 split into sentences after `.`, `!` or `?` followed by a space, then, if still too
 long, at the last space before the limit (or hard at the limit).
 
+A file is read whole by one worker (documents may span many lines, so a file can't
+be split at arbitrary offsets, as in the original); many files read in parallel.
+
 Every document gets a stable id, a hash of where it comes from (the file's path
 relative to the pattern's fixed directory, and the line the document starts on) and of
 its content: the same corpus gives the same ids on any runner and any number of

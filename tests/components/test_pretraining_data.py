@@ -1,6 +1,7 @@
 """PretrainingData: statistics with the real tokenizer, end-to-end Beam runs, determinism."""
 
 import collections
+import dataclasses
 import filecmp
 import glob
 import json
@@ -11,6 +12,7 @@ import pydoc_data.topics
 import pytest
 import tensorflow as tf
 
+from components import example_gen as eg
 from components import pretraining_data as pd
 from keras_bert import features as F
 from keras_bert import instances as I
@@ -180,6 +182,21 @@ def test_statistics_json_counts_everything(static_run):
     assert stats["spec"]["max_seq_length"] == 64
 
 
+def test_example_gen_documents_give_the_same_records(static_run, tmp_path_factory):
+    """ExampleGen keeps ids and sentences, so its output yields byte-identical records."""
+    spec, stats = static_run
+    documents = tmp_path_factory.mktemp("documents")
+    eg.run(eg.ExampleGenSpec(input_pattern=spec.input_pattern, output_dir=str(documents), num_shards=2))
+    from_documents = dataclasses.replace(
+        spec, input_pattern=str(documents / "documents-*"), output_dir=str(tmp_path_factory.mktemp("from_docs"))
+    )
+    again = pd.run(from_documents)
+    assert again["instances"] == stats["instances"] and again["bad_records"]["binary_files"] == 0
+    names = sorted(os.path.basename(f) for f in glob.glob(spec.records_pattern))
+    match, mismatch, errors = filecmp.cmpfiles(spec.output_dir, from_documents.output_dir, names, shallow=False)
+    assert mismatch == [] and errors == [] and len(match) == 3
+
+
 @pytest.mark.slow
 def test_same_files_with_one_or_two_worker_processes(static_run, tmp_path_factory):
     spec, _ = static_run
@@ -208,6 +225,22 @@ def test_dynamic_masking_records_feed_the_tf_data_masker(tmp_path_factory):
     assert set(masked[0]) == set(F.pretraining_feature_spec(64, 10))
     fraction = sum(m[F.MASKED_LM_WEIGHTS].sum() for m in masked) / sum(u[F.INPUT_MASK].sum() for u in unmasked)
     assert abs(fraction - 0.15) < 0.01
+
+
+def test_a_corpus_of_only_bad_files_finishes_with_everything_counted(tmp_path):
+    write_corrupt_files(str(tmp_path))
+    os.remove(tmp_path / "bad-utf8.txt")
+    (tmp_path / "broken.txt").write_bytes(b"\xff\xfe\n\xc3\x28\n")
+    spec = pd.PretrainingDataSpec(
+        input_pattern=str(tmp_path / "*"), vocab_path=VOCAB, output_dir=str(tmp_path / "out"), num_shards=2
+    )
+    stats = pd.run(spec)
+    assert stats["instances"] == 0 and stats["masked_lm"]["masked_fraction"] is None
+    assert stats["bad_records"]["binary_files"] == 1 and stats["bad_records"]["empty_files"] == 1
+    assert stats["bad_records"]["invalid_utf8_lines"] == 2 and stats["bad_records"]["empty_documents"] == 1
+    # Both shards exist, empty, so readers of "-of-00002" find the whole set.
+    assert read_records(spec.records_pattern, F.pretraining_feature_spec(128, 20)) == []
+    assert len(glob.glob(spec.records_pattern)) == 2
 
 
 def test_cli_flags_and_beam_arguments_are_separated():
