@@ -80,7 +80,11 @@ def main(argv=None):
     except PipelineConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    records = run_pipeline(config, beam_args)
+    try:
+        records = run_pipeline(config, beam_args)
+    except PipelineConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     from pipeline import report
     report_path = report.write_report(config, records)
     _line(f"report: {report_path}")
