@@ -1,4 +1,12 @@
-"""A real raw-text BERT export served by our model server: gRPC Predict/Classify, REST."""
+"""A real raw-text BERT export served by our model server: gRPC Predict/Classify, REST.
+
+When a stock `tensorflow_model_server` binary is on PATH, the same tests also run
+against it (same model folder, same clients).
+"""
+
+import shutil
+import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -10,8 +18,40 @@ from serving import client
 from serving.launcher import ServerProcess
 
 
-@pytest.fixture(scope="module")
-def served(fixtures_dir, tmp_path_factory):
+class StockServer:
+    """The stock tensorflow_model_server binary on free ports (same interface as ours)."""
+
+    def __init__(self, args):
+        from serving.launcher import free_port
+        self.grpc_port, self.rest_port = free_port(), free_port()
+        self.args = args
+
+    grpc_target = property(lambda self: f"localhost:{self.grpc_port}")
+    rest_url = property(lambda self: f"http://localhost:{self.rest_port}")
+
+    def start(self, timeout_s=300):
+        self.process = subprocess.Popen(
+            [shutil.which("tensorflow_model_server"), f"--port={self.grpc_port}",
+             f"--rest_api_port={self.rest_port}", *self.args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            try:
+                if client.model_status(self.grpc_target, "bert", timeout=2)[0]["state"] == "AVAILABLE":
+                    return self
+            except Exception:
+                time.sleep(1)
+        raise RuntimeError("stock model server did not come up")
+
+    def stop(self):
+        self.process.terminate()
+        return self.process.wait(60)
+
+
+@pytest.fixture(scope="module", params=["ours", "stock"])
+def served(request, fixtures_dir, tmp_path_factory):
+    if request.param == "stock" and shutil.which("tensorflow_model_server") is None:
+        pytest.skip("no tensorflow_model_server binary on PATH")
     vocab = str(fixtures_dir / "tokenizer" / "vocab_uncased.txt")
     size = sum(1 for _ in open(vocab, encoding="utf-8"))
     base = str(tmp_path_factory.mktemp("serving"))
@@ -22,7 +62,8 @@ def served(fixtures_dir, tmp_path_factory):
     result = export.export_saved_model(model, base, "bert", vocab, max_seq_length=32,
                                        labels=["no", "yes"])
     local = tf.saved_model.load(result.path)
-    server = ServerProcess(["--model_name=bert", f"--model_base_path={base}/bert"])
+    args = ["--model_name=bert", f"--model_base_path={base}/bert"]
+    server = ServerProcess(args) if request.param == "ours" else StockServer(args)
     server.start(timeout_s=300)
     yield server, local
     assert server.stop() == 0
