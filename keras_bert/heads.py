@@ -163,8 +163,27 @@ class BertPretrainingModel(_TaskModel):
         return tracked
 
 
+class _LinearHeadModel(_TaskModel):
+    """Dropout + one Dense ("classifier") on an encoder output; logits in float32."""
+
+    _head_args = ("num_classes", "dropout")
+    _encoder_output = None  # "pooled_output" or "sequence_output"
+
+    def __init__(self, encoder, num_classes, dropout=None, **kwargs):
+        config = encoder.bert_config
+        dropout = config.hidden_dropout_prob if dropout is None else dropout
+        inputs = encoder_inputs()
+        features_in = encoder(inputs)[self._encoder_output]
+        features_in = keras.layers.Dropout(dropout, dtype=encoder.dtype_policy)(features_in)
+        head = _dense(num_classes, config.initializer_range, encoder.dtype_policy, "classifier")
+        outputs = {"logits": ops.cast(head(features_in), "float32")}
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self._store(encoder, num_classes=num_classes, dropout=dropout)
+        self.classifier = head
+
+
 @keras.saving.register_keras_serializable(package="keras_bert")
-class BertClassifier(_TaskModel):
+class BertClassifier(_LinearHeadModel):
     """Sequence (or sentence-pair) classification on the pooled `[CLS]` vector.
 
     Output `logits` (batch, num_classes); with `num_classes=1` it is a regressor.
@@ -176,23 +195,11 @@ class BertClassifier(_TaskModel):
         **kwargs: forwarded to `keras.Model`.
     """
 
-    _head_args = ("num_classes", "dropout")
-
-    def __init__(self, encoder, num_classes, dropout=None, **kwargs):
-        config = encoder.bert_config
-        dropout = config.hidden_dropout_prob if dropout is None else dropout
-        inputs = encoder_inputs()
-        pooled = encoder(inputs)["pooled_output"]
-        pooled = keras.layers.Dropout(dropout, dtype=encoder.dtype_policy)(pooled)
-        head = _dense(num_classes, config.initializer_range, encoder.dtype_policy, "classifier")
-        outputs = {"logits": ops.cast(head(pooled), "float32")}
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self._store(encoder, num_classes=num_classes, dropout=dropout)
-        self.classifier = head
+    _encoder_output = "pooled_output"
 
 
 @keras.saving.register_keras_serializable(package="keras_bert")
-class BertTokenClassifier(_TaskModel):
+class BertTokenClassifier(_LinearHeadModel):
     """Per-token classification (NER): output `logits` (batch, seq_len, num_classes).
 
     Args:
@@ -202,19 +209,7 @@ class BertTokenClassifier(_TaskModel):
         **kwargs: forwarded to `keras.Model`.
     """
 
-    _head_args = ("num_classes", "dropout")
-
-    def __init__(self, encoder, num_classes, dropout=None, **kwargs):
-        config = encoder.bert_config
-        dropout = config.hidden_dropout_prob if dropout is None else dropout
-        inputs = encoder_inputs()
-        seq = encoder(inputs)["sequence_output"]
-        seq = keras.layers.Dropout(dropout, dtype=encoder.dtype_policy)(seq)
-        head = _dense(num_classes, config.initializer_range, encoder.dtype_policy, "classifier")
-        outputs = {"logits": ops.cast(head(seq), "float32")}
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self._store(encoder, num_classes=num_classes, dropout=dropout)
-        self.classifier = head
+    _encoder_output = "sequence_output"
 
 
 @keras.saving.register_keras_serializable(package="keras_bert")

@@ -312,7 +312,47 @@ def basic_tokenize(text, do_lower_case=True):
     return " ".join(pieces).split()
 
 
-class BertTokenizer:
+class _VocabularyInfo:
+    """Casing, vocabulary path/size and special-token ids, shared by both tokenizers.
+
+    Subclasses set `_vocab_path`, `_do_lower_case`, `_vocab_size` and `_special_ids`
+    (special token -> id).
+    """
+
+    @property
+    def vocab_path(self):
+        return self._vocab_path
+
+    @property
+    def do_lower_case(self):
+        return self._do_lower_case
+
+    @property
+    def vocab_size(self):
+        return self._vocab_size
+
+    @property
+    def pad_id(self):
+        return self._special_ids[features.PAD_TOKEN]
+
+    @property
+    def unk_id(self):
+        return self._special_ids[features.UNK_TOKEN]
+
+    @property
+    def cls_id(self):
+        return self._special_ids[features.CLS_TOKEN]
+
+    @property
+    def sep_id(self):
+        return self._special_ids[features.SEP_TOKEN]
+
+    @property
+    def mask_id(self):
+        return self._special_ids[features.MASK_TOKEN]
+
+
+class BertTokenizer(_VocabularyInfo):
     """BERT's WordPiece tokenizer in pure Python, as google-research/bert's `FullTokenizer`.
 
     Text is `str`, or `bytes` decoded as UTF-8; bytes that are not valid UTF-8 raise
@@ -340,6 +380,8 @@ class BertTokenizer:
             raise VocabularyError(f"vocab lacks the special tokens {missing}")
         self._do_lower_case = bool(do_lower_case)
         self._vocab_path = vocab_path
+        self._vocab_size = len(self._tokens)
+        self._special_ids = {t: self._vocab[t] for t in features.SPECIAL_TOKENS}
         # No vocabulary entry is longer than this, so longer candidates are skipped.
         self._max_piece_chars = max(len(t) for t in self._tokens)
         _python_patterns()  # Builds the character classes now rather than on first use.
@@ -358,38 +400,6 @@ class BertTokenizer:
     def vocab(self):
         """Token -> id (the tokenizer's own dict: do not modify it)."""
         return self._vocab
-
-    @property
-    def vocab_size(self):
-        return len(self._tokens)
-
-    @property
-    def vocab_path(self):
-        return self._vocab_path
-
-    @property
-    def do_lower_case(self):
-        return self._do_lower_case
-
-    @property
-    def pad_id(self):
-        return self._vocab[features.PAD_TOKEN]
-
-    @property
-    def unk_id(self):
-        return self._vocab[features.UNK_TOKEN]
-
-    @property
-    def cls_id(self):
-        return self._vocab[features.CLS_TOKEN]
-
-    @property
-    def sep_id(self):
-        return self._vocab[features.SEP_TOKEN]
-
-    @property
-    def mask_id(self):
-        return self._vocab[features.MASK_TOKEN]
 
     def basic_tokenize(self, text):
         """Splits `text` into words as the original `BasicTokenizer` does.
@@ -582,7 +592,7 @@ class BertTokenizer:
 # ---------------------------------------------------------------------------
 
 
-class InGraphBertTokenizer(tf.Module):
+class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
     """BERT's WordPiece tokenizer as TensorFlow ops, identical to `BertTokenizer`.
 
     Usable eagerly, inside `tf.function`, `tf.data` and exported SavedModels: the
@@ -623,11 +633,7 @@ class InGraphBertTokenizer(tf.Module):
         self._vocab_path = vocab_path
         self._do_lower_case = bool(do_lower_case)
         self._vocab_size = len(tokens)
-        self._pad_id = ids[features.PAD_TOKEN]
-        self._unk_id = ids[features.UNK_TOKEN]
-        self._cls_id = ids[features.CLS_TOKEN]
-        self._sep_id = ids[features.SEP_TOKEN]
-        self._mask_id = ids[features.MASK_TOKEN]
+        self._special_ids = {t: ids[t] for t in features.SPECIAL_TOKENS}
         # The WordPiece kernel treats -1 as "not in the vocabulary".
         self._table = tf.lookup.StaticHashTable(
             tf.lookup.TextFileInitializer(
@@ -654,38 +660,6 @@ class InGraphBertTokenizer(tf.Module):
         self._mark_pattern = patterns["nonspacing_mark"]
         self._split_pattern = "%s+|%s" % (patterns["whitespace"], patterns["punctuation"])
         self._keep_pattern = patterns["punctuation"]
-
-    @property
-    def vocab_path(self):
-        return self._vocab_path
-
-    @property
-    def do_lower_case(self):
-        return self._do_lower_case
-
-    @property
-    def vocab_size(self):
-        return self._vocab_size
-
-    @property
-    def pad_id(self):
-        return self._pad_id
-
-    @property
-    def unk_id(self):
-        return self._unk_id
-
-    @property
-    def cls_id(self):
-        return self._cls_id
-
-    @property
-    def sep_id(self):
-        return self._sep_id
-
-    @property
-    def mask_id(self):
-        return self._mask_id
 
     @property
     def vocab_table(self):
@@ -790,8 +764,8 @@ class InGraphBertTokenizer(tf.Module):
         ids_a = _keep_first(ids_a, new_a)
 
         batch = tf.shape(len_a, out_type=tf.int64)[0]
-        cls = tf.fill([batch, 1], tf.constant(self._cls_id, tf.int64))
-        sep = tf.fill([batch, 1], tf.constant(self._sep_id, tf.int64))
+        cls = tf.fill([batch, 1], tf.constant(self.cls_id, tf.int64))
+        sep = tf.fill([batch, 1], tf.constant(self.sep_id, tf.int64))
         parts = [cls, ids_a, sep]
         segments = [tf.zeros_like(cls), tf.zeros_like(ids_a), tf.zeros_like(sep)]
         if pair:
@@ -802,7 +776,7 @@ class InGraphBertTokenizer(tf.Module):
         shape = [None, max_seq_length]
         return {
             features.INPUT_IDS: tf.cast(
-                input_ids.to_tensor(default_value=self._pad_id, shape=shape), dtype),
+                input_ids.to_tensor(default_value=self.pad_id, shape=shape), dtype),
             features.SEGMENT_IDS: tf.cast(
                 segment_ids.to_tensor(default_value=0, shape=shape), dtype),
             features.INPUT_MASK: tf.cast(
