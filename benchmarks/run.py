@@ -14,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 CASES = {
     "encoder_latency": "benchmarks.encoder_latency",
     "serving_bert": "benchmarks.serving_bert",
+    "pretrain_throughput": "benchmarks.pretrain_throughput",
 }
 
 

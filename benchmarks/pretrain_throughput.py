@@ -1,0 +1,158 @@
+"""Pre-training throughput: keras-bert `model.fit` vs Hugging Face BertForPreTraining on PyTorch CPU.
+
+Same config, batch, sequence length and masked positions for both; synthetic
+batches; a full training step each (forward, MLM + NSP loss, backward, AdamW with
+weight decay and global-norm clipping 1.0). Ours: `BertPretrainingModel` +
+`optimization.AdamWeightDecay`, run by `model.fit` on a repeated tf.data batch, in
+float32 and Keras `mixed_bfloat16`, each with and without XLA (`jit_compile`). Peer:
+`transformers.BertForPreTraining` + `torch.optim.AdamW`, float32 and
+`torch.autocast("cpu", torch.bfloat16)`. Both run in this one process with the same
+thread count. The first steps (tracing, compilation, allocator warm-up) are not timed.
+
+One structural difference is kept as each library ships it: ours computes MLM
+logits only at the `max_predictions_per_seq` masked positions (as the original
+`run_pretraining.py`), HF's at every position (labels -100 elsewhere).
+
+Prints sequences/s and ratios (ours / peer: > 1 means we train faster).
+
+    python -m benchmarks.pretrain_throughput [--config L4_H256] [--batch 16] [--seq 128]
+        [--steps 10] [--json OUT]
+"""
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+
+def _batch(config, batch, seq, preds, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1000, config.vocab_size, (batch, seq)).astype("int32")
+    positions = np.sort(np.stack([rng.choice(np.arange(1, seq - 1), preds, replace=False)
+                                  for _ in range(batch)]), axis=1).astype("int32")
+    labels = np.take_along_axis(ids, positions, 1)
+    masked = ids.copy()
+    np.put_along_axis(masked, positions, 103, 1)
+    segments = (np.arange(seq)[None, :] >= seq // 2).astype("int32").repeat(batch, 0)
+    nsp = rng.integers(0, 2, (batch, 1)).astype("int32")
+    return masked, segments, positions, labels, nsp
+
+
+def _ours(config, data, steps, warmup, precision, jit):
+    import keras
+    import tensorflow as tf
+
+    from keras_bert import checkpoints, optimization
+
+    masked, segments, positions, labels, nsp = data
+    keras.utils.set_random_seed(0)
+    policy = "mixed_bfloat16" if precision == "bfloat16" else None
+    model = checkpoints.build_model(config, "pretraining", dtype=policy)
+    model.compile(optimizer=optimization.create_optimizer("adamw", 1e-4, 10000, 100),
+                  jit_compile=jit)
+    x = {"input_ids": masked, "segment_ids": segments, "input_mask": np.ones_like(masked),
+         "masked_lm_positions": positions}
+    y = {"masked_lm_ids": labels, "masked_lm_weights": np.ones(labels.shape, "float32"),
+         "next_sentence_labels": nsp}
+    ds = tf.data.Dataset.from_tensors((x, y)).repeat().prefetch(2)
+    model.fit(ds, steps_per_epoch=warmup, epochs=1, verbose=0, shuffle=False)
+    start = time.perf_counter()
+    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
+    return time.perf_counter() - start
+
+
+def _peer(config, data, steps, warmup, precision):
+    import torch
+    import transformers
+
+    masked, segments, positions, labels, nsp = data
+    torch.manual_seed(0)
+    hf_config = transformers.BertConfig(**{k: v for k, v in config.to_dict().items()
+                                           if k != "do_lower_case"})
+    model = transformers.BertForPreTraining(hf_config).train()
+    no_decay = ("bias", "LayerNorm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
+         "weight_decay": 0.01},
+        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)],
+         "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=1e-4, eps=1e-6)
+    ids = torch.tensor(masked, dtype=torch.long)
+    token_type = torch.tensor(segments, dtype=torch.long)
+    mask = torch.ones_like(ids)
+    mlm_labels = torch.full_like(ids, -100)
+    mlm_labels.scatter_(1, torch.tensor(positions, dtype=torch.long),
+                        torch.tensor(labels, dtype=torch.long))
+    nsp_labels = torch.tensor(nsp[:, 0], dtype=torch.long)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            out = model(input_ids=ids, token_type_ids=token_type, attention_mask=mask,
+                        labels=mlm_labels, next_sentence_label=nsp_labels)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return time.perf_counter() - start
+
+
+def run(config_name="L4_H256", batch=16, seq_len=128, max_predictions=20, steps=10, warmup=3,
+        precisions=("float32", "bfloat16")):
+    import torch
+    import transformers
+
+    from keras_bert.config import BertConfig
+
+    torch.set_num_threads(os.cpu_count())
+    config = BertConfig.preset(config_name)
+    data = _batch(config, batch, seq_len, max_predictions)
+    results = []
+    for precision in precisions:
+        t_peer = _peer(config, data, steps, warmup, precision)
+        peer_rate = steps * batch / t_peer
+        for jit in (False, True):
+            t_ours = _ours(config, data, steps, warmup, precision, jit)
+            rate = steps * batch / t_ours
+            row = {"case": "pretrain_step", "config": config_name, "precision": precision,
+                   "jit_compile": jit, "batch": batch, "seq_len": seq_len,
+                   "max_predictions_per_seq": max_predictions, "steps": steps,
+                   "ours_sequences_per_s": rate, "peer_sequences_per_s": peer_rate,
+                   "peer": f"transformers {transformers.__version__} BertForPreTraining / "
+                           f"torch {torch.__version__}",
+                   "speedup": rate / peer_rate}
+            results.append(row)
+            print(f"{config_name} {precision:>8} jit={str(jit):5} batch {batch} seq {seq_len}: "
+                  f"ours {rate:7.1f} seq/s | HF/PyTorch {peer_rate:7.1f} seq/s | "
+                  f"ratio (ours/peer) {row['speedup']:.2f}x", flush=True)
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="L4_H256")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--max_predictions", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    results = run(args.config, args.batch, args.seq, args.max_predictions, args.steps,
+                  args.warmup)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    main()

@@ -1,0 +1,431 @@
+"""Pretrain: masked-LM (+ next-sentence) pre-training with Keras `model.fit`.
+
+Reads TFRecords in the original BERT format (`components.pretraining_data`, or
+google-research/bert's `create_pretraining_data.py`), trains a
+`BertPretrainingModel` under a `tf.distribute` strategy with the original optimizer
+(or LAMB) and schedule, checkpoints every `--checkpoint_every` steps and resumes from
+the last checkpoint when started again with the same command (step counter,
+optimizer moments and learning-rate position included; after a kill at most one
+checkpoint interval is redone). At the end it evaluates on `--eval`, and the chief
+writes:
+
+    OUTPUT/export/                 encoder + pre-training heads, `save_pretrained`
+                                   format "keras" (+ vocab.txt when given)
+    OUTPUT/pretrain_metrics.json   final train/eval MLM loss and accuracy, NSP
+                                   accuracy, steps, sequences/s
+    OUTPUT/checkpoints/            ckpt-<step> (model + optimizer)
+    OUTPUT/logs/                   TensorBoard: loss, learning rate, sequences/s
+
+A resumed run reads the input with a different shuffle seed (derived from `--seed`
+and the resume step) instead of replaying the interrupted order, as the original's
+estimator did on restart.
+
+Exit codes: 0 done, 3 training diverged (NaN/inf loss; the last good checkpoint is
+kept and named in the message).
+
+Example:
+    python -m components.pretrain --train 'data/pretraining-*.tfrecord' \\
+        --eval 'heldout/*.tfrecord' --config tiny --vocab vocab.txt --output out/pretrain \\
+        --batch_size 64 --num_train_steps 10000 --num_warmup_steps 1000 \\
+        --learning_rate 1e-3 --mixed_precision bfloat16
+"""
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+
+from keras_bert import checkpoints
+from keras_bert import data as data_lib
+from keras_bert import distribute
+from keras_bert import optimization
+from keras_bert import training
+from keras_bert.config import PRESETS, resolve_config
+
+STAGE = "pretrain"
+METRICS_FILE = "pretrain_metrics.json"
+SPEC_FILE = "pretrain_spec.json"
+EXPORT_DIR = "export"
+CHECKPOINT_DIR = "checkpoints"
+LOG_DIR = "logs"
+EXIT_DIVERGED = 3
+PRECISIONS = {"none": None, "float32": None, "bfloat16": "mixed_bfloat16",
+              "float16": "mixed_float16"}
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainSpec:
+    """The Pretrain stage; fields are the CLI flags of the same names.
+
+    Attributes:
+        train_pattern: training TFRecords glob (comma-separated allowed).
+        output_dir: where checkpoints, export, logs and metrics go.
+        eval_pattern: held-out TFRecords glob; None for no evaluation. Defaults to None.
+        config: preset name ("tiny", "base", "L4_H256", ...) or a config JSON file;
+            with a preset and `vocab_path`, `vocab_size` is taken from the vocabulary.
+            Ignored with `init_dir`. Defaults to "base".
+        init_dir: checkpoint folder (ours, HF or original) to start from. Defaults to None.
+        vocab_path: vocab.txt, copied into the export; needed by `dynamic_masking`.
+            Defaults to None.
+        batch_size: global batch size per batch (per update: times
+            `gradient_accumulation_steps`). Defaults to 32.
+        max_seq_length: tokens per record. Defaults to 128.
+        max_predictions_per_seq: masked positions per record. Defaults to 20.
+        num_train_steps: optimizer updates in the whole run. Defaults to 100000.
+        num_warmup_steps: linear warm-up updates. Defaults to 10000.
+        learning_rate: peak learning rate. Defaults to 1e-4.
+        optimizer: "adamw" (the original) or "lamb". Defaults to "adamw".
+        weight_decay_rate: weight decay. Defaults to 0.01.
+        mixed_precision: "none", "bfloat16" or "float16" (with loss scaling).
+            Defaults to "none".
+        jit_compile: compile the train step with XLA. Defaults to False.
+        strategy: "default", "mirrored", "multi_worker" (TF_CONFIG) or "tpu".
+            Defaults to "default".
+        tpu: TPU name for `strategy="tpu"`. Defaults to None.
+        checkpoint_every: checkpoint interval in optimizer steps. Defaults to 1000.
+        keep_checkpoints: checkpoints kept. Defaults to 3.
+        steps_per_epoch: optimizer steps per Keras epoch (progress line, epoch
+            metrics). Defaults to `checkpoint_every`.
+        gradient_accumulation_steps: batches averaged per update. Defaults to 1.
+        use_nsp: train the next-sentence head. Defaults to True.
+        dynamic_masking: records are unmasked; mask them anew every epoch (needs
+            `vocab_path`). Defaults to False.
+        masked_lm_prob: share of tokens masked by dynamic masking. Defaults to 0.15.
+        whole_word_mask: dynamic masking masks whole words. Defaults to False.
+        eval_steps: evaluation batches; None: one pass (records // batch_size, at
+            least 1). Defaults to None.
+        log_every: throughput / learning-rate logging interval in steps. Defaults to 100.
+        shuffle_buffer: records in the shuffle buffer. Defaults to 1000.
+        seed: seed of initialization, shuffling and dynamic masks. Defaults to 12345.
+    """
+
+    train_pattern: str
+    output_dir: str
+    eval_pattern: str = None
+    config: str = "base"
+    init_dir: str = None
+    vocab_path: str = None
+    batch_size: int = 32
+    max_seq_length: int = 128
+    max_predictions_per_seq: int = 20
+    num_train_steps: int = 100000
+    num_warmup_steps: int = 10000
+    learning_rate: float = 1e-4
+    optimizer: str = "adamw"
+    weight_decay_rate: float = 0.01
+    mixed_precision: str = "none"
+    jit_compile: bool = False
+    strategy: str = "default"
+    tpu: str = None
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    steps_per_epoch: int = None
+    gradient_accumulation_steps: int = 1
+    use_nsp: bool = True
+    dynamic_masking: bool = False
+    masked_lm_prob: float = 0.15
+    whole_word_mask: bool = False
+    eval_steps: int = None
+    log_every: int = 100
+    shuffle_buffer: int = 1000
+    seed: int = 12345
+
+    def __post_init__(self):
+        positive = ("batch_size", "max_seq_length", "max_predictions_per_seq", "num_train_steps",
+                    "checkpoint_every", "keep_checkpoints", "gradient_accumulation_steps",
+                    "log_every", "shuffle_buffer")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_warmup_steps < 0:
+            raise ValueError(f"num_warmup_steps must be >= 0, got {self.num_warmup_steps}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
+        if self.optimizer not in optimization.OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {optimization.OPTIMIZERS}, "
+                             f"got {self.optimizer!r}")
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(f"mixed_precision must be one of {tuple(PRECISIONS)}, "
+                             f"got {self.mixed_precision!r}")
+        if self.strategy not in distribute.STRATEGIES:
+            raise ValueError(f"strategy must be one of {distribute.STRATEGIES}, "
+                             f"got {self.strategy!r}")
+        if self.dynamic_masking and not self.vocab_path:
+            raise ValueError("dynamic_masking needs vocab_path (for [MASK] and special ids)")
+
+    @property
+    def epoch_steps(self):
+        return self.steps_per_epoch or min(self.checkpoint_every, self.num_train_steps)
+
+    @property
+    def checkpoint_dir(self):
+        return os.path.join(self.output_dir, CHECKPOINT_DIR)
+
+    @property
+    def export_dir(self):
+        return os.path.join(self.output_dir, EXPORT_DIR)
+
+    @property
+    def metrics_path(self):
+        return os.path.join(self.output_dir, METRICS_FILE)
+
+
+Spec = PretrainSpec
+
+
+def _print(text):
+    print(f"[{STAGE}] {text}", flush=True)
+
+
+def _vocab_size(vocab_path):
+    return len(data_lib.read_vocab(vocab_path))
+
+
+def resolve_model_config(spec):
+    """The `BertConfig` of the run (preset/file, vocab size from the vocabulary)."""
+    overrides = {}
+    if spec.vocab_path and spec.config.lower() in PRESETS:
+        overrides["vocab_size"] = _vocab_size(spec.vocab_path)
+    config = resolve_config(spec.config, **overrides)
+    if spec.vocab_path and config.vocab_size != _vocab_size(spec.vocab_path):
+        raise ValueError(f"{spec.config}: vocab_size {config.vocab_size} does not match "
+                         f"{spec.vocab_path} ({_vocab_size(spec.vocab_path)} tokens)")
+    if config.max_position_embeddings < spec.max_seq_length:
+        raise ValueError(f"max_seq_length {spec.max_seq_length} exceeds the config's "
+                         f"max_position_embeddings {config.max_position_embeddings}")
+    return config
+
+
+def data_seed(seed, start_step):
+    """Shuffle/masking seed of a run resumed at `start_step` (the seed itself at 0)."""
+    if start_step == 0:
+        return seed
+    digest = hashlib.blake2b(f"{seed}:{start_step}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
+def build_model(spec):
+    """(model, config, vocab path): built from `init_dir` or the config. Call in scope."""
+    heads = "pretraining" if spec.use_nsp else "mlm"
+    dtype = PRECISIONS[spec.mixed_precision]
+    if spec.init_dir:
+        loaded = checkpoints.load_pretrained(spec.init_dir, heads=heads, dtype=dtype)
+        _print(f"initialized from {loaded.report.summary()}")
+        return loaded.model, loaded.config, spec.vocab_path or loaded.vocab_path
+    config = resolve_model_config(spec)
+    return checkpoints.build_model(config, heads, dtype=dtype), config, spec.vocab_path
+
+
+def weights_digest(model):
+    """sha256 of all trainable weights, in order (equal digests = identical weights)."""
+    h = hashlib.sha256()
+    for w in model.trainable_weights:
+        h.update(np.ascontiguousarray(w.numpy()).tobytes())
+    return h.hexdigest()
+
+
+def _dataset(spec, pattern, is_training, seed, masking_fn):
+    return data_lib.pretraining_dataset(
+        pattern, spec.batch_size, spec.max_seq_length, spec.max_predictions_per_seq,
+        is_training=is_training, seed=seed, masking_fn=masking_fn,
+        shuffle_buffer=spec.shuffle_buffer, repeat=True, drop_remainder=True)
+
+
+def run(spec):
+    """Trains (or resumes), evaluates, exports; returns the metrics dict.
+
+    Args:
+        spec: a `PretrainSpec`.
+
+    Raises:
+        training.TrainingDivergedError: the loss became NaN/inf (last good
+            checkpoint kept).
+    """
+    keras.utils.set_random_seed(spec.seed)
+    strategy = distribute.get_strategy(spec.strategy, tpu=spec.tpu)
+    chief = distribute.is_chief(strategy)
+    accumulation = spec.gradient_accumulation_steps
+    with strategy.scope():
+        model, config, vocab_path = build_model(spec)
+        optimizer = optimization.create_optimizer(
+            spec.optimizer, spec.learning_rate, spec.num_train_steps, spec.num_warmup_steps,
+            weight_decay_rate=spec.weight_decay_rate, gradient_accumulation_steps=accumulation)
+        model.compile(optimizer=optimizer, jit_compile=spec.jit_compile)
+        checkpoint = training.PeriodicCheckpoint(
+            spec.checkpoint_dir, spec.checkpoint_every, max_to_keep=spec.keep_checkpoints,
+            strategy=strategy)
+        checkpoint.set_model(model)
+        start_step = checkpoint.restore_latest()
+        training.work_around_keras_distribute_bugs(model, strategy)
+    if start_step:
+        _print(f"resumed from {checkpoint.latest_checkpoint} at step {start_step} "
+               f"(learning rate {float(training.base_optimizer(model.optimizer).learning_rate):.3e})")
+    if chief:
+        os.makedirs(spec.output_dir, exist_ok=True)
+        with open(os.path.join(spec.output_dir, SPEC_FILE), "w") as f:
+            json.dump(dataclasses.asdict(spec), f, indent=2, sort_keys=True)
+
+    masking_fn = None
+    if spec.dynamic_masking:
+        masking_fn = data_lib.dynamic_masking_fn(vocab_path, spec.max_predictions_per_seq,
+                                                 spec.masked_lm_prob, spec.whole_word_mask)
+    global_batch = spec.batch_size
+    guard = training.NaNGuard(checkpoint)
+    throughput = training.ThroughputLogger(
+        global_batch, every_n_steps=min(spec.log_every, spec.num_train_steps),
+        log_dir=os.path.join(spec.output_dir, LOG_DIR), write_summaries=chief)
+    train_metrics = {}
+    train_seconds = 0.0
+    if start_step < spec.num_train_steps:
+        train_ds = _dataset(spec, spec.train_pattern, True, data_seed(spec.seed, start_step),
+                            masking_fn)
+        epoch_steps = spec.epoch_steps
+        initial_epoch = start_step // epoch_steps
+        # A resumed run starts mid-epoch; StopAtStep ends it at the exact step.
+        epochs = math.ceil(spec.num_train_steps / epoch_steps) + (1 if start_step % epoch_steps else 0)
+        _print(f"training steps {start_step}..{spec.num_train_steps} on {spec.train_pattern} "
+               f"({config.num_hidden_layers} layers, hidden {config.hidden_size}, vocab "
+               f"{config.vocab_size}; batch {global_batch} x {accumulation} accumulation, "
+               f"{strategy.num_replicas_in_sync} replica(s), {spec.optimizer}, "
+               f"precision {spec.mixed_precision}, jit {spec.jit_compile})")
+        started = time.perf_counter()
+        model.fit(
+            train_ds, initial_epoch=initial_epoch, epochs=epochs,
+            steps_per_epoch=epoch_steps * accumulation, verbose=2, shuffle=False,
+            callbacks=[guard, checkpoint, throughput, training.StopAtStep(spec.num_train_steps)])
+        train_seconds = time.perf_counter() - started
+        guard.raise_if_diverged()
+        # The metrics hold the last epoch's running totals (at most steps_per_epoch steps).
+        train_metrics = training.global_metrics(model)
+    final_step = training.optimizer_step(model)
+
+    eval_metrics = {}
+    if spec.eval_pattern:
+        eval_steps = spec.eval_steps or max(1, data_lib.count_records(spec.eval_pattern)
+                                            // spec.batch_size)
+        eval_ds = _dataset(spec, spec.eval_pattern, False, spec.seed, masking_fn)
+        model.evaluate(eval_ds, steps=eval_steps, verbose=0)
+        eval_metrics = training.global_metrics(model)
+        eval_metrics["steps"] = eval_steps
+        eval_metrics["sequences"] = eval_steps * spec.batch_size
+
+    trained_steps = final_step - start_step
+    rate = throughput.sequences_per_second
+    if rate is None and train_seconds:
+        rate = trained_steps * accumulation * global_batch / train_seconds
+    metrics = {
+        "steps": final_step,
+        "start_step": start_step,
+        "trained_steps": trained_steps,
+        "train": train_metrics,
+        "eval": eval_metrics,
+        "sequences_per_second": rate,
+        "train_seconds": train_seconds,
+        "global_batch_size": global_batch,
+        "gradient_accumulation_steps": accumulation,
+        "num_replicas": strategy.num_replicas_in_sync,
+        "learning_rate_at_end": float(training.base_optimizer(model.optimizer).learning_rate),
+        "last_checkpoint": checkpoint.latest_checkpoint,
+        "weights_sha256": weights_digest(model),
+        "config": config.to_dict(),
+    }
+    if chief:
+        checkpoints.save_pretrained(model, spec.export_dir, format="keras", vocab_path=vocab_path)
+        metrics["export"] = spec.export_dir
+        path = spec.metrics_path
+    else:
+        # Every worker reports its own digest, so identical weights can be checked.
+        task_type, task_id = distribute.task_info(strategy)
+        path = os.path.join(spec.output_dir, "workers", f"{task_type}_{task_id}", METRICS_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(metrics, f, indent=2, sort_keys=True)
+    summary = f"step {final_step}"
+    if metrics["train"]:
+        summary += (f"; train mlm_loss {metrics['train'].get('mlm_loss', float('nan')):.4f} "
+                    f"mlm_accuracy {metrics['train'].get('mlm_accuracy', float('nan')):.4f}")
+    if eval_metrics:
+        summary += (f"; eval mlm_loss {eval_metrics['mlm_loss']:.4f} "
+                    f"mlm_accuracy {eval_metrics['mlm_accuracy']:.4f}")
+        if "nsp_accuracy" in eval_metrics:
+            summary += f" nsp_accuracy {eval_metrics['nsp_accuracy']:.4f}"
+    if rate:
+        summary += f"; {rate:.1f} sequences/s"
+    _print(summary + f"; wrote {path}")
+    return metrics
+
+
+def parse_args(argv=None):
+    """Command-line flags -> `PretrainSpec`."""
+    d = PretrainSpec
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--train", required=True, help="Training TFRecords glob.")
+    p.add_argument("--eval", default=None, help="Held-out TFRecords glob.")
+    p.add_argument("--output", required=True, help="Output folder.")
+    p.add_argument("--config", default=d.config, help="Preset name or config JSON file.")
+    p.add_argument("--init", default=None, help="Checkpoint folder to start from.")
+    p.add_argument("--vocab", default=None, help="vocab.txt (copied into the export).")
+    p.add_argument("--batch_size", type=int, default=d.batch_size)
+    p.add_argument("--max_seq_length", type=int, default=d.max_seq_length)
+    p.add_argument("--max_predictions_per_seq", type=int, default=d.max_predictions_per_seq)
+    p.add_argument("--num_train_steps", type=int, default=d.num_train_steps)
+    p.add_argument("--num_warmup_steps", type=int, default=d.num_warmup_steps)
+    p.add_argument("--learning_rate", type=float, default=d.learning_rate)
+    p.add_argument("--optimizer", choices=optimization.OPTIMIZERS, default=d.optimizer)
+    p.add_argument("--weight_decay_rate", type=float, default=d.weight_decay_rate)
+    p.add_argument("--mixed_precision", choices=sorted(PRECISIONS), default=d.mixed_precision)
+    p.add_argument("--jit_compile", action="store_true", default=False)
+    p.add_argument("--strategy", choices=distribute.STRATEGIES, default=d.strategy)
+    p.add_argument("--tpu", default=None)
+    p.add_argument("--checkpoint_every", type=int, default=d.checkpoint_every)
+    p.add_argument("--keep_checkpoints", type=int, default=d.keep_checkpoints)
+    p.add_argument("--steps_per_epoch", type=int, default=None)
+    p.add_argument("--gradient_accumulation_steps", type=int, default=d.gradient_accumulation_steps)
+    p.add_argument("--no_nsp", action="store_true", default=False)
+    p.add_argument("--dynamic_masking", action="store_true", default=False)
+    p.add_argument("--masked_lm_prob", type=float, default=d.masked_lm_prob)
+    p.add_argument("--whole_word_mask", action="store_true", default=False)
+    p.add_argument("--eval_steps", type=int, default=None)
+    p.add_argument("--log_every", type=int, default=d.log_every)
+    p.add_argument("--shuffle_buffer", type=int, default=d.shuffle_buffer)
+    p.add_argument("--seed", type=int, default=d.seed)
+    a = p.parse_args(argv)
+    return PretrainSpec(
+        train_pattern=a.train, eval_pattern=a.eval, output_dir=a.output, config=a.config,
+        init_dir=a.init, vocab_path=a.vocab, batch_size=a.batch_size,
+        max_seq_length=a.max_seq_length, max_predictions_per_seq=a.max_predictions_per_seq,
+        num_train_steps=a.num_train_steps, num_warmup_steps=a.num_warmup_steps,
+        learning_rate=a.learning_rate, optimizer=a.optimizer,
+        weight_decay_rate=a.weight_decay_rate, mixed_precision=a.mixed_precision,
+        jit_compile=a.jit_compile, strategy=a.strategy, tpu=a.tpu,
+        checkpoint_every=a.checkpoint_every, keep_checkpoints=a.keep_checkpoints,
+        steps_per_epoch=a.steps_per_epoch,
+        gradient_accumulation_steps=a.gradient_accumulation_steps, use_nsp=not a.no_nsp,
+        dynamic_masking=a.dynamic_masking, masked_lm_prob=a.masked_lm_prob,
+        whole_word_mask=a.whole_word_mask, eval_steps=a.eval_steps, log_every=a.log_every,
+        shuffle_buffer=a.shuffle_buffer, seed=a.seed)
+
+
+def main(argv=None):
+    spec = parse_args(argv)
+    try:
+        run(spec)
+    except training.TrainingDivergedError as e:
+        print(f"[{STAGE}] error: {e}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_DIVERGED)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    main()

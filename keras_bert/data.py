@@ -1,0 +1,177 @@
+"""tf.data input of pre-training: sharded TFRecords -> batches of (x, y) dicts.
+
+Records are those of the original `create_pretraining_data.py` (feature names, shapes
+and dtypes of `features.pretraining_feature_spec`), or, for dynamic masking, unmasked
+records (`features.unmasked_feature_spec`) masked anew every epoch by
+`keras_bert.masking`.
+
+The training pipeline is the original `run_pretraining.py` input_fn, written with
+current tf.data:
+
+    files -> shuffle (file order) -> repeat -> interleave(TFRecordDataset)
+          -> shuffle(records) -> [parse + mask per record] -> batch(drop_remainder)
+          -> parse -> cast int64 to int32 -> split into (x, y) -> prefetch
+
+`x` holds the model inputs (`input_ids`, `segment_ids`, `input_mask`,
+`masked_lm_positions`), `y` the labels (`masked_lm_ids`, `masked_lm_weights`,
+`next_sentence_labels`), as `heads.BertPretrainingModel.fit` expects.
+
+Example:
+    >>> ds = pretraining_dataset("data/pretraining-*.tfrecord", batch_size=32,
+    ...                          max_seq_length=128, max_predictions_per_seq=20, seed=1)
+    >>> model.fit(ds, steps_per_epoch=1000)
+"""
+
+import tensorflow as tf
+
+from keras_bert import features as F
+from keras_bert import masking
+
+INPUT_FEATURES = (F.INPUT_IDS, F.SEGMENT_IDS, F.INPUT_MASK, F.MASKED_LM_POSITIONS)
+LABEL_FEATURES = (F.MASKED_LM_IDS, F.MASKED_LM_WEIGHTS, F.NEXT_SENTENCE_LABELS)
+
+
+class InputFilesError(ValueError):
+    """A file pattern matched nothing, or a record does not fit the feature spec."""
+
+
+def list_files(file_patterns):
+    """Sorted, de-duplicated files matching one or more glob patterns.
+
+    Args:
+        file_patterns: a glob, a comma-separated string of globs, or a list of globs.
+
+    Raises:
+        InputFilesError: if a pattern matches no file.
+    """
+    if isinstance(file_patterns, str):
+        file_patterns = [p for p in file_patterns.split(",") if p.strip()]
+    files = []
+    for pattern in file_patterns:
+        matched = tf.io.gfile.glob(pattern.strip())
+        if not matched:
+            raise InputFilesError(f"no input file matches {pattern!r}")
+        files.extend(matched)
+    return sorted(set(files))
+
+
+def split_features(example):
+    """A parsed feature dict -> (x, y): model inputs as int32, labels as the loss wants.
+
+    Args:
+        example: dict of (batched or not) features as parsed with
+            `pretraining_feature_spec`; int64 values are cast to int32.
+    """
+    cast = {k: (tf.cast(v, tf.int32) if v.dtype == tf.int64 else v) for k, v in example.items()}
+    x = {k: cast[k] for k in INPUT_FEATURES}
+    y = {k: cast[k] for k in LABEL_FEATURES}
+    return x, y
+
+
+def read_vocab(vocab_path):
+    """The tokens of a `vocab.txt`, one per line, in id order."""
+    with tf.io.gfile.GFile(vocab_path, "r") as f:
+        return [line.rstrip("\n").strip() for line in f]
+
+
+def dynamic_masking_fn(vocab_path, max_predictions_per_seq, masked_lm_prob=0.15,
+                       whole_word_mask=False):
+    """`masking.make_dynamic_masking_fn` configured from a vocabulary file.
+
+    `[MASK]` gives the mask id; `[PAD]`, `[CLS]` and `[SEP]` are never masked;
+    `##` pieces are continuations for whole-word masking.
+
+    Args:
+        vocab_path: `vocab.txt`.
+        max_predictions_per_seq: masked positions per sequence.
+        masked_lm_prob: share of tokens to mask. Defaults to 0.15.
+        whole_word_mask: mask whole words. Defaults to False.
+    """
+    tokens = read_vocab(vocab_path)
+    index = {t: i for i, t in enumerate(tokens)}
+    missing = [t for t in (F.MASK_TOKEN, F.CLS_TOKEN, F.SEP_TOKEN, F.PAD_TOKEN) if t not in index]
+    if missing:
+        raise InputFilesError(f"{vocab_path}: vocabulary lacks {', '.join(missing)}")
+    return masking.make_dynamic_masking_fn(
+        vocab_size=len(tokens), max_predictions_per_seq=max_predictions_per_seq,
+        mask_id=index[F.MASK_TOKEN],
+        special_ids=[index[F.PAD_TOKEN], index[F.CLS_TOKEN], index[F.SEP_TOKEN]],
+        masked_lm_prob=masked_lm_prob, whole_word_mask=whole_word_mask,
+        continuation_ids=masking.continuation_ids_from_vocab(tokens))
+
+
+def pretraining_dataset(file_patterns, batch_size, max_seq_length, max_predictions_per_seq,
+                        *, is_training=True, seed=0, masking_fn=None, cycle_length=8,
+                        shuffle_buffer=1000, drop_remainder=None, repeat=None,
+                        auto_shard_policy=tf.data.experimental.AutoShardPolicy.AUTO):
+    """Batched (x, y) pre-training input from TFRecord shards.
+
+    Args:
+        file_patterns: glob(s) of TFRecord files (see `list_files`).
+        batch_size: global batch size (under a strategy Keras splits it per replica).
+        max_seq_length: tokens per sequence in the records.
+        max_predictions_per_seq: masked positions per record (also the output length
+            with dynamic masking).
+        is_training: shuffle files and records and repeat forever. Defaults to True.
+        seed: seed of the file order, the record shuffle and dynamic masks; a resumed
+            run passes a different one so it does not replay the same order.
+            Defaults to 0.
+        masking_fn: from `dynamic_masking_fn` / `masking.make_dynamic_masking_fn`:
+            records are unmasked (`unmasked_feature_spec`) and masked here, anew on
+            every pass. None reads statically masked records. Defaults to None.
+        cycle_length: files read in parallel. Defaults to 8.
+        shuffle_buffer: record shuffle buffer (training only). Defaults to 1000.
+        drop_remainder: drop a last partial batch (static shapes for XLA/TPU).
+            Defaults to `is_training`.
+        repeat: repeat forever. Defaults to `is_training`.
+        auto_shard_policy: how `tf.distribute` shards the input across workers
+            (AUTO: by file when there are enough files, else by record). Defaults to
+            AUTO.
+
+    Returns:
+        A `tf.data.Dataset` of `(x, y)` dicts with a batch dimension.
+    """
+    files = list_files(file_patterns)
+    drop_remainder = is_training if drop_remainder is None else drop_remainder
+    repeat = is_training if repeat is None else repeat
+    if masking_fn is None:
+        spec = F.pretraining_feature_spec(max_seq_length, max_predictions_per_seq)
+    else:
+        spec = F.unmasked_feature_spec(max_seq_length)
+
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if is_training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    if is_training:
+        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(cycle_length, len(files)),
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    else:
+        # Evaluation reads the files in order, one after the other.
+        ds = ds.flat_map(tf.data.TFRecordDataset)
+
+    if masking_fn is None:
+        # Parsing a batch at once is several times faster than record by record.
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        ds = ds.map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda s: tf.io.parse_single_example(s, spec),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+        ds = masking.apply_dynamic_masking(ds, masking_fn, seed=seed)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(split_features, num_parallel_calls=tf.data.AUTOTUNE)
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = auto_shard_policy
+    options.deterministic = not is_training
+    ds = ds.with_options(options)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def count_records(file_patterns):
+    """Number of records in the files (reads them once)."""
+    files = list_files(file_patterns)
+    return int(tf.data.TFRecordDataset(files).reduce(tf.constant(0, tf.int64),
+                                                       lambda n, _: n + 1).numpy())
