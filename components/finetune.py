@@ -1,0 +1,717 @@
+"""Finetune: a pre-trained BERT → a task model with `model.fit`, the best dev checkpoint kept.
+
+Tasks (`--task`): `classification` (one text), `pair` (two texts), `regression` (one or
+two texts, float target), `ner` (CoNLL-2003 or JSONL words/tags), `squad1`, `squad2`.
+Train and dev files are read as `components.task_data` reads them (same formats,
+column flags and bad-record rules; bad records are counted, reported with their
+location in `metrics.json`, and skipped) and turned into features with
+`keras_bert.tasks`.
+
+Training: the encoder is loaded from `--init` with `checkpoints.load_pretrained`
+(a Hugging Face, original TF1 or our own folder; a task head it lacks starts fresh),
+then `model.fit` with the original recipe: `keras_bert.optimization`'s AdamW without
+bias correction, weight decay 0.01 (not on LayerNorm and biases), gradients clipped
+to norm 1, linear warm-up over `--warmup_proportion` of the steps and linear decay to 0,
+under the `tf.distribute` strategy named by `--strategy`. After every epoch the dev set
+is predicted and scored with the task's metric (`--metric`); the best epoch's weights
+are kept in memory and written to `OUTPUT/best/` (`save_pretrained(format="keras")`,
+with `vocab.txt` and `labels.txt`), and training stops early after
+`--early_stopping_patience` epochs without improvement (0 = never).
+
+Outputs (under `--output`), from the best epoch:
+
+- `best/`: the checkpoint (`load_pretrained("OUTPUT/best")` rebuilds the task model);
+- `labels.txt`: label vocabulary (classification, pair, ner), line number = id;
+- `predictions.jsonl` (classification/pair/regression/ner): one line per dev example
+  with the gold label and the predicted one; class probabilities by label name; for
+  NER the predicted tags and entity spans with character offsets in the original
+  text (the words joined by single spaces), `text[start:end] == entity text`;
+- `predictions.json`, `nbest_predictions.json` (SQuAD): answers by question id, and
+  the n-best list with probabilities, logits and character offsets in the context;
+  for SQuAD 2.0 also `null_odds.json` (null score minus best non-null score, the
+  `--na-prob-file` of the official script) and answers thresholded at the null-score
+  threshold tuned on dev (`squad_v2_tune`), which `metrics.json` records;
+- `metrics.json`: dev metrics of the best epoch, a trivial baseline on the same dev
+  set (majority class, mean value, all `O`, no answer), per-epoch history, bad
+  records, example counts, the load report and the spec.
+
+Example:
+    python -m components.finetune --task pair --train MRPC/train.tsv --dev MRPC/dev.tsv \\
+        --text_column "#1 String" --text_b_column "#2 String" --label_column Quality \\
+        --init uncased_L-12_H-768_A-12 --output out/mrpc --epochs 3 --learning_rate 2e-5
+"""
+
+import argparse
+import collections
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+import warnings
+
+import numpy as np
+
+from components import task_data
+from keras_bert import features as F
+from keras_bert import metrics as metrics_lib
+from keras_bert import tasks
+
+STAGE = "finetune"
+METRICS_FILE = "metrics.json"
+BEST_DIR = "best"
+DEFAULT_METRIC = {"classification": "accuracy", "pair": "accuracy", "regression": "pearson",
+                  "ner": "f1", "squad1": "f1", "squad2": "f1"}
+
+logger = logging.getLogger(__name__)
+
+
+class FinetuneError(ValueError):
+    """The fine-tuning inputs or options don't fit together."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneSpec:
+    """The Finetune stage; fields are the CLI flags of the same names.
+
+    Attributes:
+        task: one of `keras_bert.tasks.TASKS`.
+        train: train file.
+        dev: dev file (model selection, predictions, metrics).
+        init: pre-trained checkpoint folder (HF, original TF1 or ours).
+        output_dir: where `best/`, predictions and `metrics.json` go.
+        max_seq_length: tokens per sequence. Defaults to 128.
+        max_query_length: SQuAD question tokens kept. Defaults to 64.
+        doc_stride: tokens between window starts (SQuAD, long NER sentences).
+            Defaults to 128.
+        batch_size: global training batch size. Defaults to 32.
+        eval_batch_size: prediction batch size. Defaults to 64.
+        epochs: training epochs. Defaults to 3.
+        learning_rate: peak learning rate. Defaults to 5e-5.
+        warmup_proportion: share of the steps with linear warm-up. Defaults to 0.1.
+        weight_decay: AdamW decay rate. Defaults to 0.01.
+        dropout: dropout before the classifier; None keeps the encoder's. Defaults to None.
+        mixed_precision: compute in bfloat16 ("mixed_bfloat16" policy). Defaults to False.
+        strategy: `keras_bert.distribute` strategy name. Defaults to "default".
+        seed: seed of initialization, dropout and shuffling. Defaults to 42.
+        early_stopping_patience: epochs without dev improvement before stopping;
+            0 never stops early. Defaults to 0.
+        metric: dev metric for model selection (a key of the task's metrics).
+            Defaults to the task's (`DEFAULT_METRIC`).
+        n_best_size: SQuAD n-best answers kept. Defaults to 20.
+        max_answer_length: longest SQuAD answer in tokens. Defaults to 30.
+        labels: the label set (classification/pair/ner); None takes the train
+            split's. Defaults to None.
+        read: `components.task_data.ReadOptions`. Defaults to ReadOptions().
+        steps_per_execution: batches per compiled call. Defaults to 1.
+        jit_compile: compile the train step with XLA. Defaults to False.
+        verbose: Keras progress output (0, 1 or 2). Defaults to 2.
+    """
+
+    task: str
+    train: str
+    dev: str
+    init: str
+    output_dir: str
+    max_seq_length: int = 128
+    max_query_length: int = 64
+    doc_stride: int = 128
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    epochs: int = 3
+    learning_rate: float = 5e-5
+    warmup_proportion: float = 0.1
+    weight_decay: float = 0.01
+    dropout: float = None
+    mixed_precision: bool = False
+    strategy: str = "default"
+    seed: int = 42
+    early_stopping_patience: int = 0
+    metric: str = None
+    n_best_size: int = 20
+    max_answer_length: int = 30
+    labels: tuple = None
+    read: task_data.ReadOptions = task_data.ReadOptions()
+    steps_per_execution: int = 1
+    jit_compile: bool = False
+    verbose: int = 2
+
+    def __post_init__(self):
+        if self.task not in tasks.TASKS:
+            raise FinetuneError(f"task must be one of {tasks.TASKS}; got {self.task!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise FinetuneError("epochs and batch_size must be >= 1")
+        if not 0.0 <= self.warmup_proportion < 1.0:
+            raise FinetuneError(f"warmup_proportion must be in [0, 1); got {self.warmup_proportion}")
+        if self.early_stopping_patience < 0:
+            raise FinetuneError("early_stopping_patience must be >= 0")
+
+    @property
+    def selection_metric(self):
+        return self.metric or DEFAULT_METRIC[self.task]
+
+
+# --------------------------------------------------------------------------------------
+# Task families: examples → arrays, predictions → metrics and records.
+
+
+def _stack(rows, names, dtype=np.int32):
+    return {name: np.asarray([row[name] for row in rows], dtype=dtype) for name in names}
+
+
+def _softmax(logits):
+    logits = np.asarray(logits, dtype=np.float64)
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _masked_token_loss(y_true, y_pred):
+    """Token cross-entropy averaged over labelled positions (label != -100)."""
+    from keras import ops
+    import keras
+
+    labels = ops.cast(y_true, "int32")
+    mask = ops.cast(ops.not_equal(labels, tasks.IGNORE_LABEL), "float32")
+    safe = ops.where(ops.equal(labels, tasks.IGNORE_LABEL), 0, labels)
+    per_token = keras.losses.sparse_categorical_crossentropy(safe, y_pred, from_logits=True)
+    return ops.sum(per_token * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+class _TextTask:
+    """classification, pair, regression."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.regression = spec.task == "regression"
+        self.labels = None
+
+    heads = "classifier"
+
+    def head_kwargs(self):
+        return {"num_classes": 1 if self.regression else len(self.labels)}
+
+    def set_labels(self, train_examples):
+        if self.regression:
+            self.labels = None
+        elif self.spec.labels is not None:
+            self.labels = list(self.spec.labels)
+        else:
+            self.labels = task_data.infer_labels(self.spec.task, [e.label for e in train_examples])
+        if self.labels is not None and len(self.labels) < 2:
+            raise FinetuneError(f"{self.spec.train}: classification needs at least 2 labels; "
+                                f"found {self.labels}")
+
+    def convert(self, examples, tokenizer, bad, split):
+        label_map = None if self.regression else {l: i for i, l in enumerate(self.labels)}
+        rows, kept = [], []
+        for example in examples:
+            try:
+                rows.append(tasks.text_features(example, tokenizer, self.spec.max_seq_length, label_map))
+                kept.append(example)
+            except tasks.TaskInputError as e:
+                bad.append(task_data.BadRecord(
+                    "invalid_label" if self.regression else "unknown_label", f"[{split}] {example.guid}",
+                    str(e)))
+        x = _stack(rows, F.ENCODER_INPUTS)
+        dtype = np.float32 if self.regression else np.int32
+        y = np.asarray([row[F.LABEL_IDS] for row in rows], dtype=dtype).reshape(
+            (-1, 1) if self.regression else (-1,))
+        return {"x": x, "y": {"logits": y}, "examples": kept, "num_features": len(rows)}
+
+    def compile_args(self):
+        import keras
+
+        if self.regression:
+            return {"loss": {"logits": keras.losses.MeanSquaredError()}}
+        return {"loss": {"logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)}}
+
+    def evaluate(self, outputs, dev):
+        logits = np.asarray(outputs["logits"])
+        examples = dev["examples"]
+        if self.regression:
+            predicted = logits[:, 0].astype(float).tolist()
+            gold = [float(e.label) for e in examples]
+            metrics = metrics_lib.regression_metrics(gold, predicted)
+            records = [{"guid": e.guid, "text": e.text, "text_b": e.text_b, "label": g,
+                        "prediction": p} for e, g, p in zip(examples, gold, predicted)]
+            return metrics, records
+        probs = _softmax(logits)
+        predicted = probs.argmax(axis=-1).tolist()
+        gold = dev["y"]["logits"].tolist()
+        metrics = metrics_lib.classification_metrics(gold, predicted, classes=list(range(len(self.labels))))
+        records = [{"guid": e.guid, "text": e.text, "text_b": e.text_b, "label": e.label,
+                    "predicted_label": self.labels[p],
+                    "probabilities": {l: float(q) for l, q in zip(self.labels, row)}}
+                   for e, p, row in zip(examples, predicted, probs)]
+        return metrics, records
+
+    def baseline(self, train, dev):
+        if self.regression:
+            mean = float(np.mean(train["y"]["logits"])) if len(train["y"]["logits"]) else 0.0
+            gold = dev["y"]["logits"][:, 0].tolist()
+            return {"name": "train mean", "value": mean,
+                    "mse": float(np.mean((np.asarray(gold) - mean) ** 2)) if gold else math.nan,
+                    "pearson": math.nan}
+        majority = collections.Counter(train["y"]["logits"].tolist()).most_common(1)[0][0]
+        gold = dev["y"]["logits"].tolist()
+        return {"name": "majority class", "label": self.labels[majority],
+                **metrics_lib.classification_metrics(gold, [majority] * len(gold),
+                                                     classes=list(range(len(self.labels))))}
+
+    def write_predictions(self, records, outputs, output_dir):
+        _write_jsonl(records, os.path.join(output_dir, "predictions.jsonl"))
+
+
+class _TaggingTask:
+    """ner."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.labels = None
+
+    heads = "token_classifier"
+
+    def head_kwargs(self):
+        return {"num_classes": len(self.labels)}
+
+    def set_labels(self, train_examples):
+        if self.spec.labels is not None:
+            self.labels = list(self.spec.labels)
+        else:
+            self.labels = task_data.infer_labels(
+                "ner", [t for e in train_examples for t in e.tags])
+        if "O" not in self.labels:
+            raise FinetuneError(f"{self.spec.train}: the tag set {self.labels} has no 'O'")
+
+    def convert(self, examples, tokenizer, bad, split):
+        label_map = {l: i for i, l in enumerate(self.labels)}
+        rows, kept, windows = [], [], []
+        for example in examples:
+            try:
+                w = tasks.tagged_features(example, tokenizer, self.spec.max_seq_length, label_map,
+                                          self.spec.doc_stride)
+            except tasks.TaskInputError as e:
+                bad.append(task_data.BadRecord("unknown_label", f"[{split}] {example.guid}", str(e)))
+                continue
+            kept.append(example)
+            windows.append((len(rows), w))
+            rows += [window.features for window in w]
+        x = _stack(rows, F.ENCODER_INPUTS)
+        y = np.asarray([row[F.LABEL_IDS] for row in rows], dtype=np.int32).reshape(
+            -1, self.spec.max_seq_length)
+        return {"x": x, "y": {"logits": y}, "examples": kept, "windows": windows,
+                "num_features": len(rows)}
+
+    def compile_args(self):
+        return {"loss": {"logits": _masked_token_loss}}
+
+    def predicted_tags(self, outputs, dev):
+        logits = np.asarray(outputs["logits"])
+        out = []
+        for example, (first, windows) in zip(dev["examples"], dev["windows"]):
+            word_logits = tasks.merge_window_logits(
+                windows, logits[first:first + len(windows)], len(example.words))
+            out.append([self.labels[i] for i in word_logits.argmax(axis=-1)])
+        return out
+
+    def evaluate(self, outputs, dev):
+        predicted = self.predicted_tags(outputs, dev)
+        gold = [list(e.tags) for e in dev["examples"]]
+        metrics = metrics_lib.entity_scores(gold, predicted)
+        metrics["token_accuracy"] = metrics_lib.token_accuracy(gold, predicted)
+        records = [{"guid": e.guid, "text": e.text, "words": list(e.words), "tags": list(e.tags),
+                    "predicted_tags": p, "entities": tasks.entity_spans(e, p),
+                    "gold_entities": tasks.entity_spans(e, e.tags)}
+                   for e, p in zip(dev["examples"], predicted)]
+        return metrics, records
+
+    def baseline(self, train, dev):
+        gold = [list(e.tags) for e in dev["examples"]]
+        out = metrics_lib.entity_scores(gold, [["O"] * len(g) for g in gold])
+        out.pop("per_type")
+        return {"name": "all O", **out}
+
+    def write_predictions(self, records, outputs, output_dir):
+        _write_jsonl(records, os.path.join(output_dir, "predictions.jsonl"))
+
+
+class _SquadTask:
+    """squad1, squad2."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.version_2 = spec.task == "squad2"
+        self.labels = None
+
+    heads = "span_qa"
+
+    def head_kwargs(self):
+        return {}
+
+    def set_labels(self, train_examples):
+        self.labels = None
+
+    def convert(self, records, tokenizer, bad, split):
+        spec = self.spec
+        rows, kept, groups = [], [], []
+        for record in records:
+            example = record.example
+            try:
+                offsets = tasks.tokenize_with_offsets(tokenizer, example.context)
+                feats = tasks.squad_features(example, tokenizer, spec.max_seq_length,
+                                             spec.doc_stride, spec.max_query_length, offsets)
+            except tasks.TaskInputError as e:
+                bad.append(task_data.BadRecord("untokenizable", f"[{split}] question {example.qas_id}",
+                                               str(e)))
+                continue
+            kept.append(record)
+            groups.append((len(rows), feats, offsets))
+            rows += [f.features for f in feats]
+        x = _stack(rows, F.ENCODER_INPUTS)
+        y = {"start_logits": np.asarray([r[F.START_POSITIONS][0] for r in rows], np.int32),
+             "end_logits": np.asarray([r[F.END_POSITIONS][0] for r in rows], np.int32)}
+        return {"x": x, "y": y, "examples": kept, "groups": groups, "num_features": len(rows)}
+
+    def compile_args(self):
+        import keras
+
+        ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        # The original loss: the mean of the start and end cross-entropies.
+        return {"loss": {"start_logits": ce, "end_logits": ce},
+                "loss_weights": {"start_logits": 0.5, "end_logits": 0.5}}
+
+    def predictions(self, outputs, dev):
+        starts, ends = np.asarray(outputs["start_logits"]), np.asarray(outputs["end_logits"])
+        out = []
+        for record, (first, feats, offsets) in zip(dev["examples"], dev["groups"]):
+            n = len(feats)
+            out.append(tasks.squad_nbest(
+                record.example, feats, starts[first:first + n], ends[first:first + n],
+                n_best_size=self.spec.n_best_size, max_answer_length=self.spec.max_answer_length,
+                version_2=self.version_2, offsets=offsets))
+        return out
+
+    def evaluate(self, outputs, dev):
+        preds = self.predictions(outputs, dev)
+        gold = {r.example.qas_id: list(r.gold_texts) for r in dev["examples"]}
+        if not self.version_2:
+            answers = {p.qas_id: p.answer() for p in preds}
+            metrics = metrics_lib.squad_v1_scores(gold, answers)
+            metrics["exact"] = metrics["exact_match"]
+            return metrics, {"predictions": preds, "answers": answers}
+        best = {p.qas_id: p.best_text for p in preds}
+        odds = {p.qas_id: p.null_score_diff for p in preds}
+        threshold, answers, metrics = metrics_lib.squad_v2_tune(gold, best, odds)
+        return metrics, {"predictions": preds, "answers": answers, "threshold": threshold}
+
+    def baseline(self, train, dev):
+        gold = {r.example.qas_id: list(r.gold_texts) for r in dev["examples"]}
+        empty = {qid: "" for qid in gold}
+        if not self.version_2:
+            return {"name": "no answer", **metrics_lib.squad_v1_scores(gold, empty)}
+        return {"name": "no answer", **metrics_lib.squad_v2_scores(gold, empty)}
+
+    def write_predictions(self, records, outputs, output_dir):
+        _write_json(records["answers"], os.path.join(output_dir, "predictions.json"))
+        _write_json({p.qas_id: p.nbest for p in records["predictions"]},
+                    os.path.join(output_dir, "nbest_predictions.json"))
+        if self.version_2:
+            _write_json({p.qas_id: p.null_score_diff for p in records["predictions"]},
+                        os.path.join(output_dir, "null_odds.json"))
+
+
+def make_task(spec):
+    """The task family object of `spec.task`."""
+    if spec.task in ("classification", "pair", "regression"):
+        return _TextTask(spec)
+    if spec.task == "ner":
+        return _TaggingTask(spec)
+    return _SquadTask(spec)
+
+
+# --------------------------------------------------------------------------------------
+# Files.
+
+
+def _clean(value):
+    """JSON-safe copy: NaN → None, ±inf → ±1e308, numpy scalars → Python."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return math.copysign(1e308, value)
+        return value
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _write_json(value, path):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(_clean(value), f, indent=2, ensure_ascii=False, sort_keys=True)
+        f.write("\n")
+
+
+def _write_jsonl(records, path):
+    with open(path, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(_clean(record), ensure_ascii=False, sort_keys=True) + "\n")
+
+
+# --------------------------------------------------------------------------------------
+# Training.
+
+
+def make_dev_callback(task, dev, spec, on_best):
+    """A `keras.callbacks.Callback` that predicts dev after each epoch.
+
+    It adds `dev_<metric>` for every numeric dev metric to the epoch logs, calls
+    `on_best(epoch, metrics, records, outputs)` when the selection metric improves,
+    and sets `model.stop_training` after `spec.early_stopping_patience` epochs
+    without improvement.
+    """
+    import keras
+
+    name = spec.selection_metric
+
+    class _DevCallback(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.best = None
+            self.best_epoch = None
+            self.waited = 0
+            self.history = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            started = time.time()
+            outputs = self.model.predict(dev["x"], batch_size=spec.eval_batch_size, verbose=0)
+            metrics, records = task.evaluate(outputs, dev)
+            if name not in metrics:
+                raise FinetuneError(f"metric {name!r} is not one of {sorted(metrics)}")
+            value = metrics[name]
+            logs = logs if logs is not None else {}
+            for key, v in metrics.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    logs[f"dev_{key}"] = v
+            entry = {"epoch": epoch + 1, "loss": float(logs.get("loss", math.nan)),
+                     f"dev_{name}": value, "eval_seconds": time.time() - started}
+            self.history.append(entry)
+            improved = value is not None and not math.isnan(value) and (
+                self.best is None or value > self.best)
+            print(f"[{STAGE}] epoch {epoch + 1}: loss {entry['loss']:.4f} dev {name} {value:.4f}"
+                  f"{' (best)' if improved else ''}", flush=True)
+            if improved:
+                self.best, self.best_epoch, self.waited = value, epoch + 1, 0
+                on_best(epoch + 1, metrics, records, outputs)
+            else:
+                self.waited += 1
+                if spec.early_stopping_patience and self.waited >= spec.early_stopping_patience:
+                    print(f"[{STAGE}] early stopping: no dev {name} gain in {self.waited} epoch(s)",
+                          flush=True)
+                    self.model.stop_training = True
+
+    return _DevCallback()
+
+
+def _dataset(x, y, batch_size, seed, shuffle):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(next(iter(x.values()))), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _read_split(path, task_name, options, split, bad):
+    examples, split_bad = task_data.read_examples(path, task_name, options)
+    bad += [task_data.BadRecord(b.kind, f"[{split}] {b.location}", b.message) for b in split_bad]
+    if not examples:
+        raise FinetuneError(f"{path}: no usable {split} examples "
+                            f"({len(split_bad)} bad record(s), e.g. {split_bad[0] if split_bad else '-'})")
+    return examples
+
+
+def run(spec):
+    """Fine-tunes, keeps the best dev checkpoint, writes predictions and metrics.
+
+    Args:
+        spec: a `FinetuneSpec`.
+
+    Returns:
+        The dict written to `metrics.json`.
+
+    Example:
+        >>> result = run(FinetuneSpec(task="classification", train="train.jsonl",
+        ...                           dev="dev.jsonl", init="bert/", output_dir="out"))
+        >>> result["dev"]["accuracy"], result["baseline"]["accuracy"]
+    """
+    import keras
+
+    from keras_bert import checkpoints, distribute, optimization
+
+    started = time.time()
+    os.makedirs(spec.output_dir, exist_ok=True)
+    keras.utils.set_random_seed(spec.seed)
+    task = make_task(spec)
+    bad = []
+    train_examples = _read_split(spec.train, spec.task, spec.read, "train", bad)
+    dev_examples = _read_split(spec.dev, spec.task, spec.read, "dev", bad)
+    task.set_labels(train_examples)
+
+    strategy = distribute.get_strategy(spec.strategy)
+    dtype = "mixed_bfloat16" if spec.mixed_precision else None
+    head_kwargs = task.head_kwargs()
+    if spec.dropout is not None and task.heads != "span_qa":
+        head_kwargs["dropout"] = spec.dropout
+    with strategy.scope():
+        pretrained = checkpoints.load_pretrained(spec.init, heads=task.heads, dtype=dtype,
+                                                 **head_kwargs)
+    model, config = pretrained.model, pretrained.config
+    if spec.max_seq_length > config.max_position_embeddings:
+        raise FinetuneError(f"max_seq_length {spec.max_seq_length} exceeds the model's "
+                            f"max_position_embeddings {config.max_position_embeddings}")
+    if pretrained.vocab_path is None:
+        raise FinetuneError(f"{spec.init}: no vocab.txt beside the checkpoint")
+    tokenizer = pretrained.tokenizer()
+    print(f"[{STAGE}] loaded {pretrained.report.summary()}", flush=True)
+
+    train = task.convert(train_examples, tokenizer, bad, "train")
+    dev = task.convert(dev_examples, tokenizer, bad, "dev")
+    if not train["num_features"] or not dev["num_features"]:
+        raise FinetuneError("no train or dev features left after conversion; see the bad records")
+    steps_per_epoch = math.ceil(train["num_features"] / spec.batch_size)
+    num_train_steps = steps_per_epoch * spec.epochs
+    warmup = int(num_train_steps * spec.warmup_proportion)
+    print(f"[{STAGE}] {spec.task}: {len(train['examples'])} train examples "
+          f"({train['num_features']} features), {len(dev['examples'])} dev examples "
+          f"({dev['num_features']} features), {num_train_steps} steps, {warmup} warm-up; "
+          f"{len(bad)} bad record(s)", flush=True)
+    for record in bad[:20]:
+        logger.warning("bad record %s", record)
+
+    with strategy.scope():
+        optimizer = optimization.create_optimizer(
+            "adamw", spec.learning_rate, num_train_steps=max(1, num_train_steps),
+            num_warmup_steps=warmup, weight_decay_rate=spec.weight_decay)
+        model.compile(optimizer=optimizer, steps_per_execution=spec.steps_per_execution,
+                      jit_compile=spec.jit_compile, **task.compile_args())
+
+    best_dir = os.path.join(spec.output_dir, BEST_DIR)
+    labels_path = os.path.join(spec.output_dir, task_data.LABELS_FILE)
+    if task.labels is not None:
+        task_data.write_labels(task.labels, labels_path)
+    best = {}
+
+    def on_best(epoch, metrics, records, outputs):
+        best.update(epoch=epoch, metrics=metrics, records=records, outputs=outputs,
+                    weights=[np.array(w) for w in model.get_weights()])
+        checkpoints.save_pretrained(model, best_dir, format="keras",
+                                    vocab_path=pretrained.vocab_path)
+        if task.labels is not None:
+            task_data.write_labels(task.labels, os.path.join(best_dir, task_data.LABELS_FILE))
+
+    callback = make_dev_callback(task, dev, spec, on_best)
+    train_ds = _dataset(train["x"], train["y"], spec.batch_size, spec.seed, shuffle=True)
+    with warnings.catch_warnings():
+        # Token and span heads don't use the pooler; Keras warns that it gets no gradient.
+        warnings.filterwarnings("ignore", message=r"Gradients do not exist for variables \['pooler")
+        history = model.fit(train_ds, epochs=spec.epochs, callbacks=[callback],
+                            verbose=spec.verbose, shuffle=False)  # the dataset shuffles itself
+    if not best:
+        raise FinetuneError(f"dev {spec.selection_metric} was never a number; nothing to keep")
+    model.set_weights(best["weights"])
+    task.write_predictions(best["records"], best["outputs"], spec.output_dir)
+
+    result = {
+        "task": spec.task,
+        "metric": spec.selection_metric,
+        "best_epoch": best["epoch"],
+        "best_value": best["metrics"][spec.selection_metric],
+        "dev": {k: v for k, v in best["metrics"].items()},
+        "baseline": task.baseline(train, dev),
+        "history": [dict(h, **{k: float(v[i]) for k, v in history.history.items()
+                                if i < len(v) and k.startswith("dev_")})
+                    for i, h in enumerate(callback.history)],
+        "examples": {"train": len(train["examples"]), "dev": len(dev["examples"])},
+        "features": {"train": train["num_features"], "dev": dev["num_features"]},
+        "steps": {"per_epoch": steps_per_epoch, "total": num_train_steps, "warmup": warmup},
+        "bad_records": dict(sorted(collections.Counter(b.kind for b in bad).items())),
+        "bad_record_locations": [str(b) for b in bad[:1000]],
+        "labels": task.labels,
+        "init": spec.init,
+        "load_report": pretrained.report.summary(),
+        "checkpoint": best_dir,
+        "seconds": time.time() - started,
+        "spec": {**dataclasses.asdict(spec), "read": dataclasses.asdict(spec.read)},
+    }
+    if spec.task == "squad2":
+        result["null_score_diff_threshold"] = best["records"]["threshold"]
+    _write_json(result, os.path.join(spec.output_dir, METRICS_FILE))
+    baseline = result["baseline"].get(spec.selection_metric)
+    print(f"[{STAGE}] best dev {spec.selection_metric} {result['best_value']:.4f} at epoch "
+          f"{result['best_epoch']} (baseline {result['baseline']['name']}: {baseline}) -> {best_dir}",
+          flush=True)
+    return result
+
+
+def parse_args(argv=None):
+    """Flags → `FinetuneSpec`."""
+    d = FinetuneSpec
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", required=True, choices=tasks.TASKS)
+    parser.add_argument("--train", required=True, help="Train file.")
+    parser.add_argument("--dev", required=True, help="Dev file (selection, predictions).")
+    parser.add_argument("--init", required=True, help="Pre-trained checkpoint folder.")
+    parser.add_argument("--output", required=True, help="Output directory.")
+    parser.add_argument("--max_seq_length", type=int, default=d.max_seq_length)
+    parser.add_argument("--max_query_length", type=int, default=d.max_query_length)
+    parser.add_argument("--doc_stride", type=int, default=d.doc_stride)
+    parser.add_argument("--batch_size", type=int, default=d.batch_size)
+    parser.add_argument("--eval_batch_size", type=int, default=d.eval_batch_size)
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--learning_rate", type=float, default=d.learning_rate)
+    parser.add_argument("--warmup_proportion", type=float, default=d.warmup_proportion)
+    parser.add_argument("--weight_decay", type=float, default=d.weight_decay)
+    parser.add_argument("--dropout", type=float, default=None)
+    parser.add_argument("--mixed_precision", action="store_true", default=False)
+    parser.add_argument("--strategy", default=d.strategy)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--early_stopping_patience", type=int, default=d.early_stopping_patience)
+    parser.add_argument("--metric", default=None, help="Dev metric for model selection.")
+    parser.add_argument("--n_best_size", type=int, default=d.n_best_size)
+    parser.add_argument("--max_answer_length", type=int, default=d.max_answer_length)
+    parser.add_argument("--labels", default=None, help="Comma-separated label set.")
+    parser.add_argument("--steps_per_execution", type=int, default=d.steps_per_execution)
+    parser.add_argument("--jit_compile", action="store_true", default=False)
+    parser.add_argument("--verbose", type=int, default=d.verbose)
+    task_data.add_read_arguments(parser)
+    args = parser.parse_args(argv)
+    return FinetuneSpec(
+        task=args.task, train=args.train, dev=args.dev, init=args.init, output_dir=args.output,
+        max_seq_length=args.max_seq_length, max_query_length=args.max_query_length,
+        doc_stride=args.doc_stride, batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size, epochs=args.epochs,
+        learning_rate=args.learning_rate, warmup_proportion=args.warmup_proportion,
+        weight_decay=args.weight_decay, dropout=args.dropout,
+        mixed_precision=args.mixed_precision, strategy=args.strategy, seed=args.seed,
+        early_stopping_patience=args.early_stopping_patience, metric=args.metric,
+        n_best_size=args.n_best_size, max_answer_length=args.max_answer_length,
+        labels=tuple(args.labels.split(",")) if args.labels else None,
+        read=task_data.read_options_from_args(args),
+        steps_per_execution=args.steps_per_execution, jit_compile=args.jit_compile,
+        verbose=args.verbose)
+
+
+def main(argv=None):
+    run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    logging.getLogger().setLevel(logging.INFO)
+    main()
