@@ -473,3 +473,17 @@ def test_spec_validation():
                                 "--labels", "a,b"])
     assert (spec.doc_stride, spec.mixed_precision, spec.labels) == (64, True, ("a", "b"))
     assert spec.selection_metric == "f1"
+
+
+def test_mixed_precision_under_a_mirrored_strategy(tmp_path, tiny_init):
+    rng = random.Random(10)
+    (tmp_path / "train.conll").write_text(conll_text(ner_sentences(32, rng)))
+    (tmp_path / "dev.conll").write_text(conll_text(ner_sentences(8, rng)))
+    from components.task_data import ReadOptions
+
+    result = finetune.run(_spec(tmp_path, "ner", tmp_path / "train.conll", tmp_path / "dev.conll",
+                                tiny_init, epochs=1, max_seq_length=24, mixed_precision=True,
+                                strategy="mirrored", read=ReadOptions(tag_scheme="IOB1")))
+    assert result["best_epoch"] == 1 and np.isfinite(result["history"][0]["loss"])
+    best = checkpoints.load_pretrained(result["checkpoint"])
+    assert best.heads == "token_classifier" and best.model.dtype_policy.name == "float32"
