@@ -13,6 +13,10 @@ INSTALL_REQUIRES = [
     # read and write HF checkpoints without torch.
     "safetensors>=0.4,<1",
     "numpy",
+    # matplotlib: the standard plotting library, for the PNG curves in report.md.
+    "matplotlib>=3.8,<4",
+    # PyYAML: `--config pipeline.yaml` (already a dependency of apache-beam).
+    "pyyaml>=6",
 ]
 
 EXTRAS_REQUIRE = {
