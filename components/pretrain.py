@@ -324,6 +324,7 @@ def run(spec):
     if rate is None and train_seconds:
         rate = trained_steps * accumulation * global_batch / train_seconds
     metrics = {
+        "history": throughput.history,
         "steps": final_step,
         "start_step": start_step,
         "trained_steps": trained_steps,

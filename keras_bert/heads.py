@@ -13,6 +13,7 @@ mixed precision, so losses stay numerically safe).
 
 import keras
 from keras import ops
+from keras.src.losses.loss import scale_loss_for_distribution
 
 from keras_bert import features
 from keras_bert import losses as bert_losses
@@ -150,7 +151,10 @@ class BertPretrainingModel(_TaskModel):
         if self.losses:  # regularization losses, if any
             total = total + ops.sum(self.losses)
         self.loss_tracker.update_state(total)
-        return total
+        # Each replica's loss is divided by the replica count before gradients are
+        # summed across replicas, as Keras does for its own losses; without it N
+        # replicas would take N-times-too-large steps.
+        return scale_loss_for_distribution(total)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return {m.name: m.result() for m in self.metrics}

@@ -349,6 +349,7 @@ class ThroughputLogger(keras.callbacks.Callback):
         self._timed_batches = 0
         self._timed_seconds = 0.0
         self.last = {}
+        self.history = []  # one row per logging window: step, rate, learning rate, logs
 
     @property
     def sequences_per_second(self):
@@ -383,6 +384,8 @@ class ThroughputLogger(keras.callbacks.Callback):
         self._windows += 1
         learning_rate = float(base_optimizer(self.model.optimizer).learning_rate)
         self.last = {"step": step, "sequences_per_second": rate, "learning_rate": learning_rate}
+        self.history.append(dict(self.last, **{k: float(v) for k, v in (logs or {}).items()
+                                               if _finite(v)}))
         loss = (logs or {}).get("loss")
         print(f"step {step}: {rate:.1f} sequences/s, learning rate {learning_rate:.3e}"
               + (f", loss {float(loss):.4f}" if loss is not None else ""), flush=True)

@@ -179,3 +179,14 @@ np.save({str(tmp_path / 'out.npy')!r}, np.asarray(enc(x)["pooled_output"]))
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     np.testing.assert_allclose(np.load(str(tmp_path / "out.npy")), expected, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_pretraining_loss_is_scaled_per_replica():
+    """Under a 2-replica MirroredStrategy one SGD step moves weights as far as on 1 device."""
+    script = os.path.join(os.path.dirname(__file__), "_replica_scaling_script.py")
+    proc = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ratio = float(proc.stdout.strip().split()[-1])
+    assert abs(ratio - 1.0) < 1e-3, ratio
