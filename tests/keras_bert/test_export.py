@@ -186,3 +186,14 @@ def test_exported_ops_are_in_the_tf_2_12_allowlist(exported):
     serving_ops = pytest.importorskip("tests.serving_ops")
     for task, (_, result) in exported.items():
         assert serving_ops.check_ops(result.path) == [], task
+
+
+def test_bfloat16_export_is_close_to_float32(exported, vocab, tmp_path):
+    model, _ = exported["classification"]
+    result = export.export_saved_model(model, str(tmp_path), "bf16", vocab, max_seq_length=MAX_LEN,
+                                       labels=["neg", "neutral", "pos"], compute_dtype="bfloat16")
+    loaded = tf.saved_model.load(result.path)
+    got = loaded.signatures["serving_default"](text=tf.constant(TEXTS))["probabilities"].numpy()
+    want = tf.nn.softmax(model(_keras_inputs(vocab, TEXTS))["logits"]).numpy()
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=0.05)
