@@ -85,6 +85,10 @@ class PipelineConfig:
     serve_check: bool = True
 
     def __post_init__(self):
+        if self.task not in ("classification", "pair"):
+            raise PipelineConfigError(
+                f"--task {self.task}: the pipeline's Evaluate/Export stages handle classification "
+                "and pair tasks; run components.finetune directly for regression, ner or squad")
         if bool(self.train) != bool(self.dev):
             raise PipelineConfigError("--train and --dev go together")
         if not 0 < self.data_fraction <= 1:

@@ -6,9 +6,7 @@ them for caching and hands the stage its own output folder.
 """
 
 import dataclasses
-import json
 import os
-import shutil
 import sys
 
 from pipeline.store import file_fingerprint
@@ -47,17 +45,21 @@ def _beam_args(beam_args):
 def _example_gen(config, beam_args, upstream, out):
     from components import default_data, example_gen
     outputs = {}
+    data = None
+    if not (config.corpus and config.train):
+        # The embedded default supplies whatever the user did not: corpus and/or task.
+        data = default_data.build(default_data.DefaultDataSpec(
+            os.path.join(out, "default_data"), fraction=config.data_fraction))
     if config.corpus:
         corpus, heldout = config.corpus, None
+    else:
+        corpus, heldout = data["corpus_glob"], data["heldout_glob"]
+    if config.train:
         outputs.update(train=config.train, dev=config.dev, test=config.test or config.dev)
         labels = None
     else:
-        data = default_data.build(default_data.DefaultDataSpec(
-            os.path.join(out, "default_data"), fraction=config.data_fraction))
-        corpus, heldout = data["corpus_glob"], data["heldout_glob"]
-        outputs.update(train=config.train or data["train"], dev=config.dev or data["dev"],
-                       test=config.test or (data["test"] if not config.train else config.dev))
-        labels = data["labels"] if not config.train else None
+        outputs.update(train=data["train"], dev=data["dev"], test=data["test"])
+        labels = data["labels"]
     stats = example_gen.run(example_gen.ExampleGenSpec(
         input_pattern=corpus, output_dir=os.path.join(out, "documents")), _beam_args(beam_args))
     outputs["documents"] = os.path.join(out, "documents", "documents-*.jsonl.gz")
@@ -117,16 +119,13 @@ def _pretraining_data(config, beam_args, upstream, out):
 # -- Evaluate / Export / Push ---------------------------------------------------------------
 
 
-def read_examples(path):
-    """Task examples from JSONL ({"text", "text_b"?, "label"})."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                rows.append({"text": row["text"], "text_b": row.get("text_b"),
-                             "label": str(row["label"])})
-    return rows
+def read_examples(path, task):
+    """Labelled examples of a task file (any format TaskData reads) as dicts."""
+    from components import task_data
+    examples, bad = task_data.read_examples(path, task)
+    if bad:
+        print(f"[Evaluate] {len(bad)} bad record(s) in {path} skipped, first: {bad[0]}", flush=True)
+    return [{"text": e.text, "text_b": e.text_b, "label": str(e.label)} for e in examples]
 
 
 def _evaluate(config, beam_args, upstream, out):
@@ -134,8 +133,8 @@ def _evaluate(config, beam_args, upstream, out):
     ft = upstream["Finetune"]["outputs"]
     eg = upstream["ExampleGen"]["outputs"]
     spec = evaluate.EvaluateSpec(
-        model_dir=ft["model_dir"], examples=tuple(read_examples(eg["test"])),
-        train_labels=tuple(r["label"] for r in read_examples(eg["train"])),
+        model_dir=ft["model_dir"], examples=tuple(read_examples(eg["test"], config.task)),
+        train_labels=tuple(r["label"] for r in read_examples(eg["train"], config.task)),
         labels=tuple(ft["labels"]), output_dir=out, max_seq_length=config.max_seq_length,
         margin=config.bless_margin)
     result = evaluate.run(spec)

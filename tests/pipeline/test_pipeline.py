@@ -102,3 +102,15 @@ def test_unknown_force_stage_and_bad_flags_fail_clearly(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pipeline.run", f"--pipeline_root={tmp_path}",
                            "--force=Nope"], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and "no such stage" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "pipeline.run", f"--pipeline_root={tmp_path}",
+                           "--task=ner"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "classification and pair" in proc.stderr
+
+
+def test_evaluate_reads_task_files_in_every_format(tmp_path):
+    from pipeline.stages import read_examples
+    tsv = tmp_path / "test.tsv"
+    tsv.write_text("text\tlabel\nan event loop\tasyncio\nparse XML\txml\n")
+    assert read_examples(str(tsv), "classification") == [
+        {"text": "an event loop", "text_b": None, "label": "asyncio"},
+        {"text": "parse XML", "text_b": None, "label": "xml"}]
