@@ -30,9 +30,19 @@ class Stage:
             for key, pattern in self.external(config).items():
                 if pattern:
                     out[key] = {"uri": pattern, "fingerprint": file_fingerprint(pattern)}
+        # Upgrading the project invalidates cached stages: their code may have changed.
+        out["code"] = {"uri": "keras-bert-pipeline", "version": _code_version()}
         if self.name == "ExampleGen" and not config.corpus:
             out["default_corpus"] = {"uri": "python-stdlib", "python": sys.version.split()[0]}
         return out
+
+
+def _code_version():
+    from importlib import metadata
+    try:
+        return metadata.version("keras-bert-pipeline")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _beam_args(beam_args):
