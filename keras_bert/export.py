@@ -15,7 +15,13 @@ Signatures (every input is a batch: any batch size, including 1):
   - regression: `score` [batch];
   - fill_mask: `mask_positions` [batch, masks], `top_ids`, `top_tokens`, `top_scores`
     [batch, masks, top_k] for every literal `[MASK]` in the text;
-  - embedding: `pooled_output` and `mean_pooled_output` [batch, hidden].
+  - embedding: `pooled_output` and `mean_pooled_output` [batch, hidden];
+  - token_classification (NER): entities decoded from the word tags with the conlleval
+    rules (BIO or IOB1): `entity_type`, `entity_text`, `entity_start`, `entity_end`
+    (character offsets into the request text, end exclusive), `entity_score` (mean
+    probability of the entity's word tags), padded to [batch, max entities], and
+    `num_entities` [batch]. A word's tag is the prediction at its first word piece,
+    as in training; words cut off by `max_seq_length` get none.
 - `embed`: the same text inputs → `pooled_output`, `mean_pooled_output` (all tasks).
 - `encoded`: pre-tokenized `input_ids`, `segment_ids`, `input_mask` int32 [batch, seq] →
   the task outputs (no tokenizer).
@@ -48,7 +54,7 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 PREDICT_METHOD = "tensorflow/serving/predict"
-TASKS = ("classification", "regression", "fill_mask", "embedding")
+TASKS = ("classification", "regression", "fill_mask", "embedding", "token_classification")
 
 
 class ExportError(ValueError):
@@ -61,10 +67,12 @@ def infer_task(model):
         return "regression" if model.num_classes == 1 else "classification"
     if isinstance(model, heads_lib.BertPretrainingModel):
         return "fill_mask"
+    if isinstance(model, heads_lib.BertTokenClassifier):
+        return "token_classification"
     if isinstance(model, BertEncoder):
         return "embedding"
-    raise ExportError(f"no raw-text export for {type(model).__name__} yet; "
-                      f"supported: BertClassifier, BertPretrainingModel, BertEncoder")
+    raise ExportError(f"no raw-text export for {type(model).__name__} yet; supported: "
+                      f"BertClassifier, BertTokenClassifier, BertPretrainingModel, BertEncoder")
 
 
 def _encoder_of(model):
@@ -107,12 +115,23 @@ class BertServingModule(tf.Module):
         self.pair = bool(pair)
         self.top_k = int(top_k)
         self.tokenizer = InGraphBertTokenizer(vocab_path, do_lower_case=do_lower_case)
-        if self.task == "classification":
+        if self.task in ("classification", "token_classification"):
             n = model.num_classes
+            if labels is None and self.task == "token_classification":
+                raise ExportError("a token-classification export needs its tag names (labels=...)")
             labels = [str(i) for i in range(n)] if labels is None else [str(l) for l in labels]
             if len(labels) != n:
                 raise ExportError(f"{len(labels)} labels given for a {n}-class classifier")
             self.labels = tf.constant(labels)
+        if self.task == "token_classification":
+            # Per tag id: 1 for "B-", 2 for "I-" (and E-/S-, read as inside), 0 for "O";
+            # and a type id shared by the tags of one entity type (0 for "O").
+            types = sorted({l.split("-", 1)[1] for l in labels if "-" in l})
+            self.tag_kind = tf.constant([0 if "-" not in l else (1 if l.startswith("B-") else 2)
+                                         for l in labels], tf.int32)
+            self.tag_type = tf.constant([0 if "-" not in l else 1 + types.index(l.split("-", 1)[1])
+                                         for l in labels], tf.int32)
+            self.type_names = tf.constant([""] + types)
         if self.task == "fill_mask":
             self.id_to_token = tf.lookup.StaticHashTable(
                 tf.lookup.TextFileInitializer(
@@ -162,6 +181,10 @@ class BertServingModule(tf.Module):
     def _task_outputs(self, inputs):
         if self.task == "embedding":
             return self._embeddings(inputs)
+        if self.task == "token_classification":
+            probs = tf.nn.softmax(tf.cast(self.model(inputs, training=False)["logits"], tf.float32))
+            tag_id = tf.argmax(probs, axis=-1, output_type=tf.int32)  # (batch, seq_len)
+            return {"probabilities": probs, "tag_id": tag_id, "tag": tf.gather(self.labels, tag_id)}
         if self.task in ("classification", "regression"):
             logits = tf.cast(self.model(inputs, training=False)["logits"], tf.float32)
             if self.task == "regression":
@@ -188,9 +211,78 @@ class BertServingModule(tf.Module):
                 "top_ids": top_ids, "top_tokens": self.id_to_token.lookup(top_ids),
                 "top_scores": top.values * valid[:, :, None]}
 
+    def _entities(self, text):
+        """NER on raw text: word tags from the first pieces, then entity spans."""
+        tok = self.tokenizer
+        ids, starts, ends = tok.tokenize_words_with_offsets(text, "text")  # (batch, (words), (pieces))
+        pieces_per_word = ids.row_lengths(axis=2)  # (batch, (words))
+        # Position of each word's first piece in the model input ([CLS] is 0).
+        first = 1 + tf.math.cumsum(pieces_per_word, axis=1, exclusive=True)
+        kept = first <= self.max_seq_length - 2  # truncated words get no tag
+        flat_ids = ids.merge_dims(1, 2)
+        n = tf.minimum(flat_ids.row_lengths(), self.max_seq_length - 2)
+        positions = tf.ragged.range(flat_ids.row_lengths())
+        flat_ids = tf.ragged.boolean_mask(flat_ids, positions < tf.expand_dims(n, 1))
+        batch = tf.shape(n, out_type=tf.int64)[0]
+        cls = tf.fill([batch, 1], tf.constant(tok.cls_id, tf.int64))
+        sep = tf.fill([batch, 1], tf.constant(tok.sep_id, tf.int64))
+        full = tf.concat([cls, flat_ids, sep], axis=1)
+        input_ids = tf.cast(full.to_tensor(default_value=tok.pad_id), tf.int32)
+        inputs = {features.INPUT_IDS: input_ids, features.SEGMENT_IDS: tf.zeros_like(input_ids),
+                  features.INPUT_MASK: tf.cast(tf.ones_like(full).to_tensor(default_value=0),
+                                               tf.int32)}
+        probs = tf.nn.softmax(tf.cast(self.model(inputs, training=False)["logits"], tf.float32))
+        first = tf.ragged.boolean_mask(first, kept)
+        starts = tf.ragged.boolean_mask(starts, kept)
+        ends = tf.ragged.boolean_mask(ends, kept)
+        rows = tf.cast(first.value_rowids(), tf.int64)
+        word_probs = tf.gather_nd(probs, tf.stack([rows, first.flat_values], axis=1))  # (words, tags)
+        tag = tf.argmax(word_probs, axis=-1, output_type=tf.int32)
+        score = tf.reduce_max(word_probs, axis=-1)
+        kind = tf.gather(self.tag_kind, tag)
+        type_ = tf.gather(self.tag_type, tag)
+        # conlleval: a chunk starts at B-X, or at I-X after O, after another type, or
+        # at the start of a text; it continues over I-X of the same type.
+        is_first = tf.equal(tf.ragged.range(first.row_lengths()).flat_values, 0)
+        prev_type = tf.where(is_first, 0, tf.concat([[0], type_[:-1]], axis=0))
+        inside = kind > 0
+        starts_chunk = inside & ((kind == 1) | tf.not_equal(prev_type, type_))
+        chunk = tf.cumsum(tf.cast(starts_chunk, tf.int32)) - 1  # chunk id of each word
+        word_index = tf.range(tf.shape(tag)[0])
+        members = tf.boolean_mask(word_index, inside)
+        member_chunk = tf.boolean_mask(chunk, inside)
+        num_chunks = tf.reduce_sum(tf.cast(starts_chunk, tf.int32))
+        first_word = tf.math.unsorted_segment_min(members, member_chunk, num_chunks)
+        last_word = tf.math.unsorted_segment_max(members, member_chunk, num_chunks)
+        chunk_score = tf.math.unsorted_segment_mean(tf.boolean_mask(score, inside), member_chunk,
+                                                    num_chunks)
+        chunk_row = tf.gather(rows, first_word)
+        byte_start = tf.gather(starts.flat_values, first_word)
+        byte_end = tf.gather(ends.flat_values, last_word)
+        source = tf.gather(text, chunk_row)
+        zero = tf.zeros_like(byte_start)
+        char_start = tf.strings.length(tf.strings.substr(source, zero, byte_start), unit="UTF8_CHAR")
+        char_end = tf.strings.length(tf.strings.substr(source, zero, byte_end), unit="UTF8_CHAR")
+        entity_text = tf.strings.substr(source, byte_start, byte_end - byte_start)
+        entity_type = tf.gather(self.type_names, tf.gather(type_, first_word))
+
+        def per_row(values, default):
+            ragged = tf.RaggedTensor.from_value_rowids(values, chunk_row, nrows=batch)
+            return ragged.to_tensor(default_value=default)
+
+        return {"entity_type": per_row(entity_type, ""), "entity_text": per_row(entity_text, ""),
+                "entity_start": per_row(char_start, -1), "entity_end": per_row(char_end, -1),
+                "entity_score": per_row(chunk_score, 0.0),
+                "num_entities": tf.cast(tf.math.bincount(tf.cast(chunk_row, tf.int32),
+                                                         minlength=tf.cast(batch, tf.int32),
+                                                         maxlength=tf.cast(batch, tf.int32)),
+                                        tf.int32)}
+
     # -- signature bodies --------------------------------------------------------------
 
     def serve_text(self, text, text_b=None):
+        if self.task == "token_classification":
+            return self._entities(text)
         if self.task == "fill_mask":
             return self._task_outputs(self._encode_with_masks(text))
         return self._task_outputs(self._encode(text, text_b))

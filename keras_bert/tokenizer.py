@@ -136,6 +136,7 @@ def char_class_ranges():
     return {
         "removed": _code_point_ranges(is_removed_char),
         "whitespace": _code_point_ranges(str.isspace),
+        "kept_whitespace": _code_point_ranges(lambda c: c.isspace() and not is_removed_char(c)),
         "cjk": CJK_RANGES,
         "punctuation": _code_point_ranges(is_punctuation_char),
         "nonspacing_mark": _code_point_ranges(lambda c: unicodedata.category(c) == "Mn"),
@@ -660,6 +661,12 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
         self._mark_pattern = patterns["nonspacing_mark"]
         self._split_pattern = "%s+|%s" % (patterns["whitespace"], patterns["punctuation"])
         self._keep_pattern = patterns["punctuation"]
+        # For offsets into the raw text: split where the normalized text would be
+        # split. Whitespace that the original deletes as a control character (e.g.
+        # U+001C) must not split here, and CJK characters are words of their own.
+        self._raw_split_pattern = "%s+|%s|%s" % (
+            patterns["kept_whitespace"], patterns["punctuation"], patterns["cjk"])
+        self._raw_keep_pattern = "%s|%s" % (patterns["punctuation"], patterns["cjk"])
 
     @property
     def vocab_table(self):
@@ -719,6 +726,49 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
         # "[UNK]" is itself in the vocabulary, so it comes back as one [UNK] piece.
         flat = tf.where(too_long, tf.constant(features.UNK_TOKEN), flat)
         return self._wordpiece.tokenize(words.with_flat_values(flat))
+
+    def tokenize_words_with_offsets(self, texts, name="texts"):
+        """WordPiece ids grouped by word, with each word's byte span in the input text.
+
+        The words and ids are exactly those of `tokenize_words`; the spans point into
+        the original (un-normalized) text, so predictions on words map back to its
+        characters. The text is split before normalization (on whitespace,
+        punctuation and CJK characters), each piece is then cleaned and normalized;
+        the rare piece that normalization splits again (a character whose
+        decomposition is punctuation) gives sub-words sharing the piece's span.
+
+        Args:
+            texts: string tensor of shape [batch].
+            name: how errors name the input. Defaults to "texts".
+
+        Returns:
+            (ids, starts, ends): int64 RaggedTensor [batch, words, pieces] and int64
+            RaggedTensors [batch, words] of byte offsets (end exclusive).
+        """
+        texts = self._texts(texts, name)
+        # The split kernel stops at NUL; U+0001 has the same length and is deleted
+        # by the clean-up below just as NUL is, so spans and words are unchanged.
+        texts = tf.strings.regex_replace(texts, "\\x00", "\x01")
+        pieces, starts, ends = tf_text.regex_split_with_offsets(
+            texts, self._raw_split_pattern, self._raw_keep_pattern)
+        flat = tf.strings.regex_replace(pieces.flat_values, self._removed_pattern, "")
+        if self._do_lower_case:
+            flat = tf.strings.lower(flat, encoding="utf-8")
+            flat = tf_text.normalize_utf8(flat, "NFD")
+            flat = tf.strings.regex_replace(flat, self._mark_pattern, "")
+        # (pieces, (words)): normally one word per piece; none for an emptied piece.
+        words = tf_text.regex_split(flat, self._split_pattern, self._keep_pattern)
+        per_piece = words.row_lengths()
+        word_starts = tf.repeat(starts.flat_values, per_piece)
+        word_ends = tf.repeat(ends.flat_values, per_piece)
+        per_row = tf.reduce_sum(tf.RaggedTensor.from_row_lengths(per_piece, pieces.row_lengths()),
+                                axis=1)
+        flat_words = words.flat_values
+        too_long = tf.strings.length(flat_words, unit="UTF8_CHAR") > MAX_INPUT_CHARS_PER_WORD
+        flat_words = tf.where(too_long, tf.constant(features.UNK_TOKEN), flat_words)
+        ids = self._wordpiece.tokenize(tf.RaggedTensor.from_row_lengths(flat_words, per_row))
+        return (ids, tf.RaggedTensor.from_row_lengths(word_starts, per_row),
+                tf.RaggedTensor.from_row_lengths(word_ends, per_row))
 
     def tokenize(self, texts, name="texts"):
         """WordPiece ids of each text.

@@ -197,3 +197,59 @@ def test_bfloat16_export_is_close_to_float32(exported, vocab, tmp_path):
     want = tf.nn.softmax(model(_keras_inputs(vocab, TEXTS))["logits"]).numpy()
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, want, atol=0.05)
+
+
+NER_TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+NER_TEXTS = ["Ada Lovelace met Charles Babbage in London.", "Zoë Ünal visited 東京 — twice!",
+             "x", "", "a\u200bb c\x00d émigré   spaced\ttabs", "short " * 40]
+
+
+def _reference_entities(model, vocab, text, max_len):
+    """Python path: offsets from keras_bert.tasks, tags at first pieces, conlleval chunks."""
+    from keras_bert import metrics as metrics_lib
+    from keras_bert import tasks
+    tok = BertTokenizer.from_vocab(vocab)
+    t = tasks.tokenize_with_offsets(tok, text)
+    tokens = t.tokens[: max_len - 2]
+    ids = [tok.cls_id] + tok.convert_tokens_to_ids(tokens) + [tok.sep_id]
+    x = {"input_ids": np.array([ids], "int32"), "segment_ids": np.zeros((1, len(ids)), "int32"),
+         "input_mask": np.ones((1, len(ids)), "int32")}
+    probs = tf.nn.softmax(model(x)["logits"]).numpy()[0]
+    words = []  # (first token index, start, end)
+    for i, token in enumerate(tokens):
+        if token.startswith("##") and words:
+            words[-1][2] = t.ends[i]
+        else:
+            words.append([i, t.starts[i], t.ends[i]])
+    tags = [NER_TAGS[int(probs[i + 1].argmax())] for i, _, _ in words]
+    out = []
+    for type_, first, last in metrics_lib.get_entities(tags):
+        start, end = words[first][1], words[last][2]
+        out.append((type_, start, end, text[start:end]))
+    return out
+
+
+def test_ner_export_gives_the_python_entities_with_character_offsets(vocab, tmp_path):
+    size = sum(1 for _ in open(vocab, encoding="utf-8"))
+    tf.keras.utils.set_random_seed(4)
+    model = checkpoints.build_model(BertConfig.preset("tiny", vocab_size=size, max_position_embeddings=64),
+                                    "token_classifier", num_classes=len(NER_TAGS))
+    result = export.export_saved_model(model, str(tmp_path), "ner", vocab, max_seq_length=MAX_LEN,
+                                       labels=NER_TAGS)
+    assert result.task == "token_classification"
+    loaded = tf.saved_model.load(result.path)
+    out = {k: v.numpy() for k, v in loaded.signatures["serving_default"](
+        text=tf.constant(NER_TEXTS)).items()}
+    total = 0
+    for b, text in enumerate(NER_TEXTS):
+        n = int(out["num_entities"][b])
+        got = [(out["entity_type"][b, i].decode(), int(out["entity_start"][b, i]),
+                int(out["entity_end"][b, i]), out["entity_text"][b, i].decode("utf-8"))
+               for i in range(n)]
+        assert got == _reference_entities(model, vocab, text, MAX_LEN), ascii(text)
+        for type_, start, end, entity in got:
+            assert text[start:end] == entity
+        total += n
+    assert total > 5  # a random model tags plenty: the comparison is not vacuous
+    serving_ops = pytest.importorskip("tests.serving_ops")
+    assert serving_ops.check_ops(result.path) == []

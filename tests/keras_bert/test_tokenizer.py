@@ -513,3 +513,24 @@ def test_vocabulary_errors(tmp_path):
     bad.write_bytes("\n".join(TINY_VOCAB).encode() + b"\ncaf\xe9\n")
     with pytest.raises(VocabularyError, match="line 25 is not valid UTF-8"):
         tokenization.load_vocab(str(bad))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_word_offsets_give_the_same_words_and_spans_into_the_raw_text(golden, tf_tokenizers,
+                                                                       py_tokenizers, variant):
+    texts = golden["texts"] + golden["fuzz_texts"]
+    tok = tf_tokenizers[variant]
+    ids, starts, ends = tok.tokenize_words_with_offsets(tf.constant(texts))
+    assert ids.to_list() == tok.tokenize_words(tf.constant(texts)).to_list()
+    py = py_tokenizers[variant]
+    for text, word_ids, s, e in zip(texts, ids.to_list(), starts.to_list(), ends.to_list()):
+        raw = text.encode("utf-8")
+        assert len(word_ids) == len(s) == len(e)
+        assert all(0 <= a < b <= len(raw) for a, b in zip(s, e)), ascii(text)
+        assert s == sorted(s), ascii(text)
+        # Each span, tokenized alone, holds its word (or, rarely, a run of words
+        # that normalization split out of one raw piece).
+        for pieces, a, b in zip(word_ids, s, e):
+            alone = py.convert_tokens_to_ids(py.tokenize(raw[a:b].decode("utf-8")))
+            assert pieces == alone[: len(pieces)] or pieces in [alone[i:i + len(pieces)]
+                                                               for i in range(len(alone))], ascii(text)
