@@ -21,7 +21,14 @@ Signatures (every input is a batch: any batch size, including 1):
     (character offsets into the request text, end exclusive), `entity_score` (mean
     probability of the entity's word tags), padded to [batch, max entities], and
     `num_entities` [batch]. A word's tag is the prediction at its first word piece,
-    as in training; words cut off by `max_seq_length` get none.
+    as in training; words cut off by `max_seq_length` get none;
+  - span_qa: `text` is the question, `text_b` the context. `answer_text`,
+    `answer_start`/`answer_end` (character offsets into the context, widened to whole
+    words; -1 when there is no answer), `score` (best start+end logit sum) and
+    `null_score` ([CLS] start+end). One window: the question keeps its first
+    `max_query_length` pieces and the context what fits after it; the span is at most
+    `max_answer_length` pieces. With `allow_no_answer` (SQuAD 2.0 models) the answer
+    is empty unless `score > null_score + null_score_threshold`.
 - `embed`: the same text inputs → `pooled_output`, `mean_pooled_output` (all tasks).
 - `encoded`: pre-tokenized `input_ids`, `segment_ids`, `input_mask` int32 [batch, seq] →
   the task outputs (no tokenizer).
@@ -54,7 +61,8 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 PREDICT_METHOD = "tensorflow/serving/predict"
-TASKS = ("classification", "regression", "fill_mask", "embedding", "token_classification")
+TASKS = ("classification", "regression", "fill_mask", "embedding", "token_classification",
+         "span_qa")
 
 
 class ExportError(ValueError):
@@ -69,6 +77,8 @@ def infer_task(model):
         return "fill_mask"
     if isinstance(model, heads_lib.BertTokenClassifier):
         return "token_classification"
+    if isinstance(model, heads_lib.BertSpanQA):
+        return "span_qa"
     if isinstance(model, BertEncoder):
         return "embedding"
     raise ExportError(f"no raw-text export for {type(model).__name__} yet; supported: "
@@ -101,9 +111,16 @@ class BertServingModule(tf.Module):
     """
 
     def __init__(self, model, vocab_path, do_lower_case, max_seq_length=128, labels=None,
-                 pair=False, top_k=5, task=None):
+                 pair=False, top_k=5, task=None, max_query_length=64, max_answer_length=30,
+                 allow_no_answer=False, null_score_threshold=0.0):
         super().__init__(name="bert_serving")
         self.task = task or infer_task(model)
+        self.max_query_length = int(max_query_length)
+        self.max_answer_length = int(max_answer_length)
+        self.allow_no_answer = bool(allow_no_answer)
+        self.null_score_threshold = float(null_score_threshold)
+        if self.task == "span_qa":
+            pair = True  # question and context
         if self.task not in TASKS:
             raise ExportError(f"unknown task {self.task!r}; expected one of {', '.join(TASKS)}")
         self.model = model
@@ -181,6 +198,10 @@ class BertServingModule(tf.Module):
     def _task_outputs(self, inputs):
         if self.task == "embedding":
             return self._embeddings(inputs)
+        if self.task == "span_qa":
+            out = self.model(inputs, training=False)
+            return {"start_logits": tf.cast(out["start_logits"], tf.float32),
+                    "end_logits": tf.cast(out["end_logits"], tf.float32)}
         if self.task == "token_classification":
             probs = tf.nn.softmax(tf.cast(self.model(inputs, training=False)["logits"], tf.float32))
             tag_id = tf.argmax(probs, axis=-1, output_type=tf.int32)  # (batch, seq_len)
@@ -278,9 +299,83 @@ class BertServingModule(tf.Module):
                                                          maxlength=tf.cast(batch, tf.int32)),
                                         tf.int32)}
 
+    def _answers(self, question, context):
+        """Extractive QA on raw text: the best span of the context, in characters."""
+        tok = self.tokenizer
+        q = tok.tokenize(question, "text")
+        q = tf.ragged.boolean_mask(q, tf.ragged.range(q.row_lengths()) < self.max_query_length)
+        ids, starts, ends = tok.tokenize_words_with_offsets(context, "text_b")
+        ctx = ids.merge_dims(1, 2)  # (batch, (pieces))
+        # The word of every context piece, for mapping a span back to characters.
+        word_of_piece = tf.RaggedTensor.from_row_lengths(
+            tf.repeat(tf.range(tf.size(ids.row_lengths(axis=2), out_type=tf.int64)),
+                      ids.row_lengths(axis=2).flat_values), ctx.row_lengths())
+        budget = self.max_seq_length - 3 - q.row_lengths()
+        keep = tf.ragged.range(ctx.row_lengths()) < tf.expand_dims(budget, 1)
+        ctx = tf.ragged.boolean_mask(ctx, keep)
+        word_of_piece = tf.ragged.boolean_mask(word_of_piece, keep)
+        batch = tf.shape(budget, out_type=tf.int64)[0]
+        cls = tf.fill([batch, 1], tf.constant(tok.cls_id, tf.int64))
+        sep = tf.fill([batch, 1], tf.constant(tok.sep_id, tf.int64))
+        full = tf.concat([cls, q, sep, ctx, sep], axis=1)
+        segments = tf.concat([tf.zeros_like(cls), tf.zeros_like(q), tf.zeros_like(sep),
+                              tf.ones_like(ctx), tf.ones_like(sep)], axis=1)
+        inputs = {features.INPUT_IDS: tf.cast(full.to_tensor(default_value=tok.pad_id), tf.int32),
+                  features.SEGMENT_IDS: tf.cast(segments.to_tensor(default_value=0), tf.int32),
+                  features.INPUT_MASK: tf.cast(tf.ones_like(full).to_tensor(default_value=0),
+                                               tf.int32)}
+        out = self.model(inputs, training=False)
+        start_logits = tf.cast(out["start_logits"], tf.float32)  # (batch, seq_len)
+        end_logits = tf.cast(out["end_logits"], tf.float32)
+        seq_len = tf.shape(start_logits, out_type=tf.int64)[1]
+        offset = q.row_lengths() + 2  # first context position
+        position = tf.range(seq_len)[None, :]
+        in_context = (position >= offset[:, None]) & (
+            position < (offset + ctx.row_lengths())[:, None])  # (batch, seq_len)
+        # (batch, start, end) scores of every allowed span.
+        span = start_logits[:, :, None] + end_logits[:, None, :]
+        length = position[:, None, :] - position[:, :, None]
+        allowed = (in_context[:, :, None] & in_context[:, None, :] & (length >= 0)
+                   & (length < self.max_answer_length))
+        span = tf.where(allowed, span, tf.fill(tf.shape(span), -1e30))
+        best = tf.argmax(tf.reshape(span, [batch, -1]), axis=1)
+        best_start, best_end = best // seq_len, best % seq_len
+        score = tf.reduce_max(tf.reshape(span, [batch, -1]), axis=1)
+        has_context = tf.reduce_any(in_context, axis=1)
+        null_score = start_logits[:, 0] + end_logits[:, 0]
+        answered = has_context
+        if self.allow_no_answer:
+            answered &= score > null_score + self.null_score_threshold
+        # Context piece -> word -> byte span in the context text.
+        rows = tf.range(batch)
+        first_piece = tf.maximum(best_start - offset, 0)
+        last_piece = tf.maximum(best_end - offset, 0)
+        padded_words = word_of_piece.to_tensor(default_value=0)
+        safe = tf.maximum(tf.shape(padded_words, out_type=tf.int64)[1] - 1, 0)
+
+        def word_at(piece):
+            index = tf.stack([rows, tf.minimum(piece, safe)], axis=1)
+            return tf.gather_nd(tf.pad(padded_words, [[0, 0], [0, 1]]), index)
+
+        # One spare entry keeps the gathers in range when no row has any context.
+        byte_start = tf.gather(tf.concat([starts.flat_values, [0]], 0), word_at(first_piece))
+        byte_end = tf.gather(tf.concat([ends.flat_values, [0]], 0), word_at(last_piece))
+        byte_start = tf.where(answered, byte_start, 0)
+        byte_end = tf.where(answered, byte_end, 0)
+        zero = tf.zeros_like(byte_start)
+        char_start = tf.strings.length(tf.strings.substr(context, zero, byte_start), unit="UTF8_CHAR")
+        char_end = tf.strings.length(tf.strings.substr(context, zero, byte_end), unit="UTF8_CHAR")
+        return {"answer_text": tf.strings.substr(context, byte_start, byte_end - byte_start),
+                "answer_start": tf.where(answered, char_start, -1),
+                "answer_end": tf.where(answered, char_end, -1),
+                "score": tf.where(has_context, score, tf.fill(tf.shape(score), -1e30)),
+                "null_score": null_score}
+
     # -- signature bodies --------------------------------------------------------------
 
     def serve_text(self, text, text_b=None):
+        if self.task == "span_qa":
+            return self._answers(text, text_b)
         if self.task == "token_classification":
             return self._entities(text)
         if self.task == "fill_mask":
@@ -415,7 +510,8 @@ def with_compute_dtype(model, dtype):
 
 def export_saved_model(model, base_path, model_name, vocab_path, do_lower_case=None,
                        version=None, max_seq_length=128, labels=None, pair=False, top_k=5,
-                       task=None, warmup_texts=None, compute_dtype=None):
+                       task=None, warmup_texts=None, compute_dtype=None, max_query_length=64,
+                       max_answer_length=30, allow_no_answer=False, null_score_threshold=0.0):
     """Exports `model` as `base_path/model_name/version/` with raw-text signatures.
 
     Args:
@@ -431,6 +527,8 @@ def export_saved_model(model, base_path, model_name, vocab_path, do_lower_case=N
         top_k: fill-mask candidates per mask. Defaults to 5.
         task: override the task inferred from the model type. Defaults to None.
         warmup_texts: sample inputs for the warm-up file. Defaults to two short texts.
+        max_query_length, max_answer_length, allow_no_answer, null_score_threshold:
+            span-QA settings (see the module docstring). Defaults to 64, 30, False, 0.0.
         compute_dtype: export a copy computing in this dtype, e.g. "bfloat16" (faster
             on CPUs with AMX/AVX512-BF16, ~3 significant digits). Defaults to None (as is).
 
@@ -455,7 +553,9 @@ def export_saved_model(model, base_path, model_name, vocab_path, do_lower_case=N
         local_vocab = os.path.join(tmp, "vocab.txt")
         tf.io.gfile.copy(vocab_path, local_vocab, overwrite=True)
         module = BertServingModule(model, local_vocab, do_lower_case, max_seq_length, labels,
-                                   pair, top_k, task)
+                                   pair, top_k, task, max_query_length, max_answer_length,
+                                   allow_no_answer, null_score_threshold)
+        pair = module.pair
         signatures = module.signatures()
         staging = os.path.join(tmp, "export")
         tf.saved_model.save(module, staging, signatures=signatures)

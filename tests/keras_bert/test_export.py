@@ -253,3 +253,63 @@ def test_ner_export_gives_the_python_entities_with_character_offsets(vocab, tmp_
     assert total > 5  # a random model tags plenty: the comparison is not vacuous
     serving_ops = pytest.importorskip("tests.serving_ops")
     assert serving_ops.check_ops(result.path) == []
+
+
+QA_CASES = [("Who wrote the notes?", "Ada Lovelace wrote the notes on the Analytical Engine."),
+            ("Où est-il né ?", "Il est né à Montréal, près du fleuve Saint-Laurent, en 1970."),
+            ("what", "一 二 三 four five"), ("empty context", ""),
+            ("a very long question " * 20, "The context is cut off after the question.")]
+
+
+def _reference_answer(model, vocab, question, context, max_len, max_query, max_answer):
+    """Python path: same window rule, brute-force best span, widened to whole words."""
+    from keras_bert import tasks
+    tok = BertTokenizer.from_vocab(vocab)
+    q = tok.convert_tokens_to_ids(tok.tokenize(question))[:max_query]
+    t = tasks.tokenize_with_offsets(tok, context)
+    words, word_of = [], []
+    for i, token in enumerate(t.tokens):
+        if not (token.startswith("##") and words):
+            words.append([t.starts[i], t.ends[i]])
+        words[-1][1] = t.ends[i]
+        word_of.append(len(words) - 1)
+    budget = max(max_len - 3 - len(q), 0)
+    ctx = tok.convert_tokens_to_ids(t.tokens)[:budget]
+    ids = [tok.cls_id] + q + [tok.sep_id] + ctx + [tok.sep_id]
+    seg = [0] * (len(q) + 2) + [1] * (len(ctx) + 1)
+    out = model({"input_ids": np.array([ids], "int32"), "segment_ids": np.array([seg], "int32"),
+                 "input_mask": np.ones((1, len(ids)), "int32")})
+    s, e = np.asarray(out["start_logits"])[0], np.asarray(out["end_logits"])[0]
+    off = len(q) + 2
+    best = None
+    for i in range(off, off + len(ctx)):
+        for j in range(i, min(i + max_answer, off + len(ctx))):
+            if best is None or s[i] + e[j] > best[0]:
+                best = (s[i] + e[j], i, j)
+    if best is None:
+        return "", -1, -1
+    start, end = words[word_of[best[1] - off]][0], words[word_of[best[2] - off]][1]
+    return context[start:end], start, end
+
+
+def test_qa_export_gives_the_python_answer_with_character_offsets(vocab, tmp_path):
+    size = sum(1 for _ in open(vocab, encoding="utf-8"))
+    tf.keras.utils.set_random_seed(5)
+    model = checkpoints.build_model(BertConfig.preset("tiny", vocab_size=size, max_position_embeddings=64),
+                                    "span_qa")
+    result = export.export_saved_model(model, str(tmp_path), "qa", vocab, max_seq_length=MAX_LEN,
+                                       max_query_length=16, max_answer_length=5)
+    loaded = tf.saved_model.load(result.path)
+    sig = loaded.signatures["serving_default"]
+    assert set(sig.structured_input_signature[1]) == {"text", "text_b"}
+    out = {k: v.numpy() for k, v in sig(text=tf.constant([q for q, _ in QA_CASES]),
+                                        text_b=tf.constant([c for _, c in QA_CASES])).items()}
+    for b, (question, context) in enumerate(QA_CASES):
+        want = _reference_answer(model, vocab, question, context, MAX_LEN, 16, 5)
+        got = (out["answer_text"][b].decode("utf-8"), int(out["answer_start"][b]),
+               int(out["answer_end"][b]))
+        assert got == want, (question, context)
+        if want[1] >= 0:
+            assert context[want[1]:want[2]] == want[0] and want[0]
+    serving_ops = pytest.importorskip("tests.serving_ops")
+    assert serving_ops.check_ops(result.path) == []
