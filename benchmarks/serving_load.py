@@ -152,6 +152,26 @@ def _install(source, base_path, version):
     os.rename(staging, os.path.join(base_path, str(version)))  # Atomic drop-in.
 
 
+def _build_bert(preset, target, seed):
+    """A raw-text BERT classifier export (random weights) at `target`."""
+    import tempfile
+
+    import keras
+
+    from keras_bert import checkpoints, export
+    from keras_bert.config import BertConfig
+
+    vocab = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "tokenizer",
+                         "vocab_uncased.txt")
+    size = sum(1 for _ in open(vocab, encoding="utf-8"))
+    keras.utils.set_random_seed(seed)
+    model = checkpoints.build_model(BertConfig.preset(preset, vocab_size=size), "classifier",
+                                    num_classes=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = export.export_saved_model(model, tmp, "m", vocab, max_seq_length=128)
+        shutil.copytree(result.path, target)
+
+
 def run_mode(args, workdir, batching):
     """Starts a server (batching on or off), runs the load, stops it; returns a dict."""
     from tests.serving import toy_models  # The benchmark's model is the tests' toy model.
@@ -159,8 +179,11 @@ def run_mode(args, workdir, batching):
     library = os.path.join(workdir, "library")
     if not os.path.exists(library):
         for version in (1, 2):
-            toy_models.build_text_model(os.path.join(library, str(version)), version=version,
-                                        dense_layers=args.dense_layers, width=args.width)
+            if args.bert:
+                _build_bert(args.bert, os.path.join(library, str(version)), seed=version)
+            else:
+                toy_models.build_text_model(os.path.join(library, str(version)), version=version,
+                                            dense_layers=args.dense_layers, width=args.width)
     base = os.path.join(workdir, f"base_{'batching' if batching else 'plain'}")
     shutil.rmtree(base, ignore_errors=True)
     os.makedirs(base)
@@ -192,6 +215,8 @@ def main(argv=None):
     p.add_argument("--reload", action="store_true", help="Drop in version 2 half-way.")
     p.add_argument("--dense_layers", type=int, default=4, help="Toy model compute (layers).")
     p.add_argument("--width", type=int, default=512, help="Toy model compute (layer width).")
+    p.add_argument("--bert", default="", help="Serve a raw-text BERT classifier of this preset "
+                   "(e.g. tiny, mini, base) instead of the toy model.")
     p.add_argument("--max_batch_size", type=int, default=32)
     p.add_argument("--batch_timeout_micros", type=int, default=2000)
     p.add_argument("--num_batch_threads", type=int, default=2)
