@@ -17,10 +17,17 @@ CASES = {
     "pretrain_throughput": "benchmarks.pretrain_throughput",
 }
 
+# Cases that print their own report (command line as `python -m MODULE ARGS`).
+SCRIPTS = {
+    "pretraining_data": ("benchmarks.pretraining_data", []),
+    "serving_load": ("benchmarks.serving_load", ["--bert", "tiny", "--clients", "8",
+                                                 "--requests", "250", "--reload"]),
+}
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", nargs="*", default=None, choices=sorted(CASES))
+    parser.add_argument("--only", nargs="*", default=None, choices=sorted(CASES) + sorted(SCRIPTS))
     parser.add_argument("--out", default="bench_out/results.json")
     args = parser.parse_args(argv)
     results = []
@@ -29,6 +36,11 @@ def main(argv=None):
             continue
         print(f"== {name}", flush=True)
         results += importlib.import_module(module).run()
+    for name, (module, argv) in SCRIPTS.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"== {name}", flush=True)
+        importlib.import_module(module).main(argv)
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
