@@ -55,7 +55,7 @@ import tensorflow as tf
 from keras_bert import features
 from keras_bert import heads as heads_lib
 from keras_bert.encoder import BertEncoder
-from keras_bert.tokenizer import InGraphBertTokenizer
+from keras_bert.tokenizer import InGraphBertTokenizer, _keep_first
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
@@ -94,6 +94,25 @@ def _trim_to_longest(inputs):
     longest = tf.reduce_max(tf.reduce_sum(inputs[features.INPUT_MASK], axis=1))
     longest = tf.maximum(longest, 1)
     return {k: v[:, :longest] for k, v in inputs.items()}
+
+
+def _model_inputs(tok, first, second=None):
+    """`[CLS] first [SEP] (second [SEP])` from ragged piece ids, as dense int32 inputs.
+
+    Rows are padded to the longest one in the batch; `second` gets segment id 1.
+    """
+    batch = first.nrows()
+    cls = tf.fill([batch, 1], tf.constant(tok.cls_id, tf.int64))
+    sep = tf.fill([batch, 1], tf.constant(tok.sep_id, tf.int64))
+    parts, segments = [cls, first, sep], [tf.zeros_like(cls), tf.zeros_like(first), tf.zeros_like(sep)]
+    if second is not None:
+        parts += [second, sep]
+        segments += [tf.ones_like(second), tf.ones_like(sep)]
+    full = tf.concat(parts, axis=1)  # (batch, (tokens))
+    return {features.INPUT_IDS: tf.cast(full.to_tensor(default_value=tok.pad_id), tf.int32),
+            features.SEGMENT_IDS: tf.cast(tf.concat(segments, axis=1).to_tensor(default_value=0),
+                                          tf.int32),
+            features.INPUT_MASK: tf.cast(tf.ones_like(full).to_tensor(default_value=0), tf.int32)}
 
 
 class BertServingModule(tf.Module):
@@ -174,16 +193,7 @@ class BertServingModule(tf.Module):
         rows = tf.RaggedTensor.from_row_lengths(ids, pieces.row_lengths()).merge_dims(1, 2)
         # Drop the [MASK] appended after the last segment, then truncate.
         keep = tf.minimum(rows.row_lengths() - 1, self.max_seq_length - 2)
-        positions = tf.ragged.range(rows.row_lengths())
-        rows = tf.ragged.boolean_mask(rows, positions < tf.expand_dims(keep, 1))
-        batch = tf.shape(keep, out_type=tf.int64)[0]
-        cls = tf.fill([batch, 1], tf.constant(tok.cls_id, tf.int64))
-        sep = tf.fill([batch, 1], tf.constant(tok.sep_id, tf.int64))
-        full = tf.concat([cls, rows, sep], axis=1)
-        input_ids = tf.cast(full.to_tensor(default_value=tok.pad_id), tf.int32)
-        input_mask = tf.cast(tf.ones_like(full).to_tensor(default_value=0), tf.int32)
-        return {features.INPUT_IDS: input_ids, features.SEGMENT_IDS: tf.zeros_like(input_ids),
-                features.INPUT_MASK: input_mask}
+        return _model_inputs(tok, _keep_first(rows, keep))
 
     # -- model -------------------------------------------------------------------------
 
@@ -242,16 +252,8 @@ class BertServingModule(tf.Module):
         kept = first <= self.max_seq_length - 2  # truncated words get no tag
         flat_ids = ids.merge_dims(1, 2)
         n = tf.minimum(flat_ids.row_lengths(), self.max_seq_length - 2)
-        positions = tf.ragged.range(flat_ids.row_lengths())
-        flat_ids = tf.ragged.boolean_mask(flat_ids, positions < tf.expand_dims(n, 1))
         batch = tf.shape(n, out_type=tf.int64)[0]
-        cls = tf.fill([batch, 1], tf.constant(tok.cls_id, tf.int64))
-        sep = tf.fill([batch, 1], tf.constant(tok.sep_id, tf.int64))
-        full = tf.concat([cls, flat_ids, sep], axis=1)
-        input_ids = tf.cast(full.to_tensor(default_value=tok.pad_id), tf.int32)
-        inputs = {features.INPUT_IDS: input_ids, features.SEGMENT_IDS: tf.zeros_like(input_ids),
-                  features.INPUT_MASK: tf.cast(tf.ones_like(full).to_tensor(default_value=0),
-                                               tf.int32)}
+        inputs = _model_inputs(tok, _keep_first(flat_ids, n))
         probs = tf.nn.softmax(tf.cast(self.model(inputs, training=False)["logits"], tf.float32))
         first = tf.ragged.boolean_mask(first, kept)
         starts = tf.ragged.boolean_mask(starts, kept)
@@ -303,7 +305,7 @@ class BertServingModule(tf.Module):
         """Extractive QA on raw text: the best span of the context, in characters."""
         tok = self.tokenizer
         q = tok.tokenize(question, "text")
-        q = tf.ragged.boolean_mask(q, tf.ragged.range(q.row_lengths()) < self.max_query_length)
+        q = _keep_first(q, tf.minimum(q.row_lengths(), self.max_query_length))
         ids, starts, ends = tok.tokenize_words_with_offsets(context, "text_b")
         ctx = ids.merge_dims(1, 2)  # (batch, (pieces))
         # The word of every context piece, for mapping a span back to characters.
@@ -311,19 +313,10 @@ class BertServingModule(tf.Module):
             tf.repeat(tf.range(tf.size(ids.row_lengths(axis=2), out_type=tf.int64)),
                       ids.row_lengths(axis=2).flat_values), ctx.row_lengths())
         budget = self.max_seq_length - 3 - q.row_lengths()
-        keep = tf.ragged.range(ctx.row_lengths()) < tf.expand_dims(budget, 1)
-        ctx = tf.ragged.boolean_mask(ctx, keep)
-        word_of_piece = tf.ragged.boolean_mask(word_of_piece, keep)
+        ctx = _keep_first(ctx, budget)
+        word_of_piece = _keep_first(word_of_piece, budget)
         batch = tf.shape(budget, out_type=tf.int64)[0]
-        cls = tf.fill([batch, 1], tf.constant(tok.cls_id, tf.int64))
-        sep = tf.fill([batch, 1], tf.constant(tok.sep_id, tf.int64))
-        full = tf.concat([cls, q, sep, ctx, sep], axis=1)
-        segments = tf.concat([tf.zeros_like(cls), tf.zeros_like(q), tf.zeros_like(sep),
-                              tf.ones_like(ctx), tf.ones_like(sep)], axis=1)
-        inputs = {features.INPUT_IDS: tf.cast(full.to_tensor(default_value=tok.pad_id), tf.int32),
-                  features.SEGMENT_IDS: tf.cast(segments.to_tensor(default_value=0), tf.int32),
-                  features.INPUT_MASK: tf.cast(tf.ones_like(full).to_tensor(default_value=0),
-                                               tf.int32)}
+        inputs = _model_inputs(tok, q, ctx)
         out = self.model(inputs, training=False)
         start_logits = tf.cast(out["start_logits"], tf.float32)  # (batch, seq_len)
         end_logits = tf.cast(out["end_logits"], tf.float32)

@@ -15,6 +15,7 @@ pushed model is served by `serving.server`, queried once over gRPC, and stopped.
 
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -54,7 +55,6 @@ def run_pipeline(config, beam_args):
             continue
         if stage.name in forced and old:
             # Same inputs, but asked to redo: start clean.
-            import shutil
             shutil.rmtree(run.dir, ignore_errors=True)
             old = None
         resumed = old is not None and old.get("fingerprint") == fp
