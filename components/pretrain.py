@@ -84,7 +84,8 @@ class PretrainSpec:
         num_train_steps: optimizer updates in the whole run. Defaults to 100000.
         num_warmup_steps: linear warm-up updates. Defaults to 10000.
         learning_rate: peak learning rate. Defaults to 1e-4.
-        optimizer: "adamw" (the original) or "lamb". Defaults to "adamw".
+        optimizer: "adam_weight_decay" (the original, no bias correction), "adamw"
+            (bias-corrected) or "lamb". Defaults to "adam_weight_decay".
         weight_decay_rate: weight decay. Defaults to 0.01.
         mixed_precision: "none", "bfloat16" or "float16" (with loss scaling).
             Defaults to "none".
@@ -121,7 +122,7 @@ class PretrainSpec:
     num_train_steps: int = 100000
     num_warmup_steps: int = 10000
     learning_rate: float = 1e-4
-    optimizer: str = "adamw"
+    optimizer: str = "adam_weight_decay"
     weight_decay_rate: float = 0.01
     mixed_precision: str = "none"
     jit_compile: bool = False

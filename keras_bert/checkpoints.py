@@ -525,6 +525,15 @@ def _vocab_looks_uncased(folder):
 # Assignment.
 
 
+def _uses_pooler(model):
+    """Whether `model`'s outputs depend on the pooled [CLS] vector."""
+    if isinstance(model, (heads_lib.BertTokenClassifier, heads_lib.BertSpanQA)):
+        return False
+    if isinstance(model, heads_lib.BertPretrainingModel):
+        return bool(model.use_nsp)
+    return True
+
+
 def assign_weights(model, tensors, source="<tensors>", fmt="?", strict=True, ignored=()):
     """Copies canonical-named arrays into `model`'s variables and reports by name.
 
@@ -554,6 +563,11 @@ def assign_weights(model, tensors, source="<tensors>", fmt="?", strict=True, ign
         report.loaded.append(name)
     report.unused = sorted(n for n in tensors if n not in wanted)
     missing_encoder = [n for n in report.missing if n.startswith("bert.")]
+    if not _uses_pooler(model):
+        # Token-classification and QA checkpoints (Hugging Face's
+        # BertForTokenClassification/BertForQuestionAnswering) have no pooler, and
+        # these heads never read it: it stays freshly initialised.
+        missing_encoder = [n for n in missing_encoder if ".pooler." not in n]
     if strict and missing_encoder:
         raise CheckpointError(f"{source}: encoder tensor(s) missing from the checkpoint: "
                               f"{', '.join(missing_encoder)}")

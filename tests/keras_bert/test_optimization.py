@@ -143,7 +143,7 @@ def _tiny_batch(n, seed=0, vocab=50, seq=12, preds=3):
     return x, y
 
 
-@pytest.mark.parametrize("name", ["adamw", "lamb"])
+@pytest.mark.parametrize("name", ["adamw", "adam_weight_decay", "lamb"])
 def test_gradient_accumulation_equals_big_batch(name):
     config = BertConfig.preset("tiny", vocab_size=50, num_hidden_layers=1, hidden_size=32,
                                num_attention_heads=2, intermediate_size=64,
@@ -181,3 +181,44 @@ def test_gradient_accumulation_equals_big_batch(name):
                  for a, b in zip(big.get_weights(), small.get_weights()))
     assert moved > 1e-2
     assert differ < 0.01 * moved
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam_weight_decay", "lamb"])
+def test_sparse_gradients_with_repeated_rows_update_as_dense_ones(name):
+    """An embedding row gathered k times gets the update of its summed gradient.
+
+    TensorFlow gives the gradient of a gathered table as one slice per occurrence;
+    squaring slices one by one (as `keras.ops.square` does) made Adam's second moment
+    the sum of squares, i.e. steps up to sqrt(k) times too large for frequent rows.
+    """
+    import tensorflow as tf
+
+    def step(sparse):
+        table = keras.Variable(np.linspace(-1.0, 1.0, 12, dtype="float32").reshape(4, 3))
+        opt = optimization.create_optimizer(name, 0.1, num_train_steps=10, num_warmup_steps=0)
+        for _ in range(3):
+            with tf.GradientTape() as tape:
+                rows = tf.gather(table, [0, 0, 0, 2, 0])  # row 0 four times
+                loss = tf.reduce_sum(rows * tf.constant([1.0, -2.0, 0.5]))
+            grad = tape.gradient(loss, table)
+            assert isinstance(grad, tf.IndexedSlices)
+            opt.apply_gradients([(grad if sparse else tf.convert_to_tensor(grad), table)])
+        return table.numpy()
+
+    np.testing.assert_allclose(step(sparse=True), step(sparse=False), rtol=1e-6, atol=1e-7)
+
+
+def test_adamw_is_bias_corrected_and_adam_weight_decay_is_not():
+    """First update of a weight with gradient g: AdamW moves lr * sign(g) (+ decay);
+    the original moves (1 - b1) / sqrt(1 - b2) = 3.16 times that."""
+    moved = {}
+    for name in ("adamw", "adam_weight_decay"):
+        w = keras.Variable(np.array([1.0, -1.0], "float32"))
+        opt = optimization.create_optimizer(name, 0.01, num_train_steps=100, num_warmup_steps=0,
+                                            weight_decay_rate=0.0, global_clipnorm=None)
+        opt.apply_gradients([(np.array([0.3, -0.002], "float32"), w)])
+        moved[name] = np.array([1.0, -1.0]) - w.numpy()
+    g, eps = np.array([0.3, -0.002]), 1e-6
+    np.testing.assert_allclose(moved["adamw"], 0.01 * g / (np.abs(g) + eps), rtol=1e-5)
+    np.testing.assert_allclose(moved["adam_weight_decay"],
+                               0.01 * 0.1 * g / (np.sqrt(0.001) * np.abs(g) + eps), rtol=1e-5)
