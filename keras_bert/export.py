@@ -20,8 +20,11 @@ Signatures (every input is a batch: any batch size, including 1):
     rules (BIO or IOB1): `entity_type`, `entity_text`, `entity_start`, `entity_end`
     (character offsets into the request text, end exclusive), `entity_score` (mean
     probability of the entity's word tags), padded to [batch, max entities], and
-    `num_entities` [batch]. A word's tag is the prediction at its first word piece,
-    as in training; words cut off by `max_seq_length` get none;
+    `num_entities` [batch]. Words are split as the training data was (`ner_words`):
+    by default at whitespace, as CoNLL files give them, so "@user" or "U.S." is one
+    word whose pieces include its punctuation and an entity covers whole words. A
+    word's tag is the prediction at its first word piece, as in training; words cut
+    off by `max_seq_length` get none;
   - span_qa: `text` is the question, `text_b` the context. `answer_text`,
     `answer_start`/`answer_end` (character offsets into the context, widened to whole
     words; -1 when there is no answer), `score` (best start+end logit sum) and
@@ -63,6 +66,7 @@ REGRESS_METHOD = "tensorflow/serving/regress"
 PREDICT_METHOD = "tensorflow/serving/predict"
 TASKS = ("classification", "regression", "fill_mask", "embedding", "token_classification",
          "span_qa")
+NER_WORDS = ("whitespace", "punctuation")
 
 
 class ExportError(ValueError):
@@ -127,12 +131,19 @@ class BertServingModule(tf.Module):
         labels: class names for classifiers. Defaults to "0", "1", ...
         pair: signatures take `text_b` too (sentence-pair tasks). Defaults to False.
         top_k: candidates per `[MASK]` for fill-mask. Defaults to 5.
+        ner_words: how NER splits text into the words that carry tags:
+            "whitespace" (as CoNLL-style training data) or "punctuation" (BERT's basic
+            tokenizer: punctuation characters are words of their own). Defaults to
+            "whitespace".
     """
 
     def __init__(self, model, vocab_path, do_lower_case, max_seq_length=128, labels=None,
                  pair=False, top_k=5, task=None, max_query_length=64, max_answer_length=30,
-                 allow_no_answer=False, null_score_threshold=0.0):
+                 allow_no_answer=False, null_score_threshold=0.0, ner_words="whitespace"):
         super().__init__(name="bert_serving")
+        if ner_words not in NER_WORDS:
+            raise ExportError(f"ner_words must be one of {NER_WORDS}; got {ner_words!r}")
+        self.ner_words = ner_words
         self.task = task or infer_task(model)
         self.max_query_length = int(max_query_length)
         self.max_answer_length = int(max_answer_length)
@@ -245,7 +256,11 @@ class BertServingModule(tf.Module):
     def _entities(self, text):
         """NER on raw text: word tags from the first pieces, then entity spans."""
         tok = self.tokenizer
-        ids, starts, ends = tok.tokenize_words_with_offsets(text, "text")  # (batch, (words), (pieces))
+        if self.ner_words == "whitespace":
+            ids, starts, ends = tok.tokenize_whitespace_words_with_offsets(text, "text")
+        else:
+            ids, starts, ends = tok.tokenize_words_with_offsets(text, "text")
+        # ids: (batch, (words), (pieces)); starts, ends: (batch, (words))
         pieces_per_word = ids.row_lengths(axis=2)  # (batch, (words))
         # Position of each word's first piece in the model input ([CLS] is 0).
         first = 1 + tf.math.cumsum(pieces_per_word, axis=1, exclusive=True)
@@ -504,7 +519,8 @@ def with_compute_dtype(model, dtype):
 def export_saved_model(model, base_path, model_name, vocab_path, do_lower_case=None,
                        version=None, max_seq_length=128, labels=None, pair=False, top_k=5,
                        task=None, warmup_texts=None, compute_dtype=None, max_query_length=64,
-                       max_answer_length=30, allow_no_answer=False, null_score_threshold=0.0):
+                       max_answer_length=30, allow_no_answer=False, null_score_threshold=0.0,
+                       ner_words="whitespace"):
     """Exports `model` as `base_path/model_name/version/` with raw-text signatures.
 
     Args:
@@ -522,6 +538,8 @@ def export_saved_model(model, base_path, model_name, vocab_path, do_lower_case=N
         warmup_texts: sample inputs for the warm-up file. Defaults to two short texts.
         max_query_length, max_answer_length, allow_no_answer, null_score_threshold:
             span-QA settings (see the module docstring). Defaults to 64, 30, False, 0.0.
+        ner_words: NER word splitting, "whitespace" (as CoNLL-style training data)
+            or "punctuation". Defaults to "whitespace".
         compute_dtype: export a copy computing in this dtype, e.g. "bfloat16" (faster
             on CPUs with AMX/AVX512-BF16, ~3 significant digits). Defaults to None (as is).
 
@@ -547,7 +565,7 @@ def export_saved_model(model, base_path, model_name, vocab_path, do_lower_case=N
         tf.io.gfile.copy(vocab_path, local_vocab, overwrite=True)
         module = BertServingModule(model, local_vocab, do_lower_case, max_seq_length, labels,
                                    pair, top_k, task, max_query_length, max_answer_length,
-                                   allow_no_answer, null_score_threshold)
+                                   allow_no_answer, null_score_threshold, ner_words)
         pair = module.pair
         signatures = module.signatures()
         staging = os.path.join(tmp, "export")

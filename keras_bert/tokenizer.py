@@ -770,6 +770,39 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
         return (ids, tf.RaggedTensor.from_row_lengths(word_starts, per_row),
                 tf.RaggedTensor.from_row_lengths(word_ends, per_row))
 
+    def tokenize_whitespace_words_with_offsets(self, texts, name="texts"):
+        """WordPiece ids of each whitespace-separated word, with its byte span.
+
+        Words are what `str.split()` makes of the text, which is how CoNLL-style
+        files give them (one word per line); each word's pieces are
+        `BertTokenizer.tokenize(word)`, so punctuation inside a word ("@user",
+        "U.S.", a URL) yields more pieces of the same word, not more words, and a
+        word that tokenizes to nothing (only characters the original deletes) is
+        one `[UNK]`, as `keras_bert.tasks.tagged_features` encodes it for training.
+
+        Args:
+            texts: string tensor of shape [batch].
+            name: how errors name the input. Defaults to "texts".
+
+        Returns:
+            (ids, starts, ends): int64 RaggedTensor [batch, words, pieces] (at least
+            one piece per word) and int64 RaggedTensors [batch, words] of byte offsets
+            of each word in the text (end exclusive).
+        """
+        texts = self._texts(texts, name)
+        # The split kernel stops at NUL; U+0001 has the same length and is deleted
+        # by the tokenizer just as NUL is.
+        texts = tf.strings.regex_replace(texts, "\\x00", "\x01")
+        whitespace = re2_patterns()["whitespace"]
+        words, starts, ends = tf_text.regex_split_with_offsets(texts, whitespace + "+", "")
+        ids = self.tokenize_words(words.flat_values, name).merge_dims(1, 2)  # (words, (pieces))
+        lengths = ids.row_lengths()
+        unk = tf.RaggedTensor.from_row_lengths(
+            tf.fill(tf.shape(lengths), tf.constant(self.unk_id, tf.int64)), tf.ones_like(lengths))
+        ids = _keep_first(tf.concat([ids, unk], axis=1), tf.maximum(lengths, 1))
+        ids = tf.RaggedTensor.from_row_lengths(ids, words.row_lengths())
+        return ids, starts, ends
+
     def tokenize(self, texts, name="texts"):
         """WordPiece ids of each text.
 

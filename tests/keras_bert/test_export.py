@@ -229,30 +229,101 @@ def _reference_entities(model, vocab, text, max_len):
     return out
 
 
-def test_ner_export_gives_the_python_entities_with_character_offsets(vocab, tmp_path):
+def _served_entities(export_path, texts):
+    loaded = tf.saved_model.load(export_path)
+    out = {k: v.numpy() for k, v in loaded.signatures["serving_default"](
+        text=tf.constant(texts)).items()}
+    entities = []
+    for b in range(len(texts)):
+        n = int(out["num_entities"][b])
+        entities.append([(out["entity_type"][b, i].decode(), int(out["entity_start"][b, i]),
+                          int(out["entity_end"][b, i]), out["entity_text"][b, i].decode("utf-8"))
+                         for i in range(n)])
+    return entities
+
+
+@pytest.fixture(scope="module")
+def ner_model(vocab):
     size = sum(1 for _ in open(vocab, encoding="utf-8"))
     tf.keras.utils.set_random_seed(4)
-    model = checkpoints.build_model(BertConfig.preset("tiny", vocab_size=size, max_position_embeddings=64),
-                                    "token_classifier", num_classes=len(NER_TAGS))
-    result = export.export_saved_model(model, str(tmp_path), "ner", vocab, max_seq_length=MAX_LEN,
-                                       labels=NER_TAGS)
+    return checkpoints.build_model(BertConfig.preset("tiny", vocab_size=size, max_position_embeddings=64),
+                                   "token_classifier", num_classes=len(NER_TAGS))
+
+
+def test_ner_export_punctuation_words_give_the_python_entities(ner_model, vocab, tmp_path):
+    result = export.export_saved_model(ner_model, str(tmp_path), "ner", vocab, max_seq_length=MAX_LEN,
+                                       labels=NER_TAGS, ner_words="punctuation")
     assert result.task == "token_classification"
-    loaded = tf.saved_model.load(result.path)
-    out = {k: v.numpy() for k, v in loaded.signatures["serving_default"](
-        text=tf.constant(NER_TEXTS)).items()}
     total = 0
-    for b, text in enumerate(NER_TEXTS):
-        n = int(out["num_entities"][b])
-        got = [(out["entity_type"][b, i].decode(), int(out["entity_start"][b, i]),
-                int(out["entity_end"][b, i]), out["entity_text"][b, i].decode("utf-8"))
-               for i in range(n)]
-        assert got == _reference_entities(model, vocab, text, MAX_LEN), ascii(text)
+    for text, got in zip(NER_TEXTS, _served_entities(result.path, NER_TEXTS)):
+        assert got == _reference_entities(ner_model, vocab, text, MAX_LEN), ascii(text)
         for type_, start, end, entity in got:
             assert text[start:end] == entity
-        total += n
+        total += len(got)
     assert total > 5  # a random model tags plenty: the comparison is not vacuous
     serving_ops = pytest.importorskip("tests.serving_ops")
     assert serving_ops.check_ops(result.path) == []
+
+
+# Words as CoNLL-style data gives them: punctuation inside a word stays in it.
+CONLL_SENTENCES = [
+    ["@user_1", "RT", "Ada", "Lovelace", "met", "Charles", "Babbage", "in", "London", "."],
+    ["http://t.co/xyz", "U.S.", "e-mail", "#Paris", "Zoë", "Ünal", "visited", "東京", "!!!"],
+    ["x"], ["a\u200bb", "\u200b", "c\x00d", "émigré"], ["short"] * 40,
+    ["New", "Orleans", "Mother's", "Day", "(", "2016", ")", ":-)"]]
+
+
+def _word_level_entities(model, vocab, words, max_len):
+    """Entities from the fine-tuning path: `tagged_features`, first-piece tags, `entity_spans`.
+
+    The export truncates where training would open a second window, so only the
+    words whose first piece is in the first window are tagged (they are a prefix).
+    """
+    from keras_bert import tasks
+    tok = BertTokenizer.from_vocab(vocab)
+    example = tasks.TaggedExample(guid="s", words=tuple(words), tags=None)
+    window = tasks.tagged_features(example, tok, max_len)[0]
+    x = {k: np.asarray([window.features[k]], "int32") for k in features.ENCODER_INPUTS}
+    logits = model(x)["logits"].numpy()[0]
+    tags = [NER_TAGS[int(logits[p].argmax())] for p, w in enumerate(window.word_ids) if w >= 0]
+    return [(e["type"], e["start"], e["end"], e["text"]) for e in tasks.entity_spans(example, tags)]
+
+
+def test_ner_export_tags_the_words_training_labelled(ner_model, vocab, tmp_path):
+    """Served entities of " ".join(words) == entities of the word-level predictions."""
+    result = export.export_saved_model(ner_model, str(tmp_path), "ner", vocab, max_seq_length=MAX_LEN,
+                                       labels=NER_TAGS)
+    texts = [" ".join(words) for words in CONLL_SENTENCES]
+    served = _served_entities(result.path, texts)
+    total = 0
+    for words, text, got in zip(CONLL_SENTENCES, texts, served):
+        assert got == _word_level_entities(ner_model, vocab, words, MAX_LEN), ascii(text)
+        for _, start, end, entity in got:
+            assert text[start:end] == entity
+            # Whole words: an entity never starts or ends inside a whitespace word.
+            assert start == 0 or text[start - 1] == " "
+            assert end == len(text) or text[end] == " "
+        total += len(got)
+    assert total > 5
+    # Other whitespace than single spaces splits words too; offsets stay in the raw text.
+    raw = "Ada\tLovelace  met\n Babbage\u3000in London"
+    words = raw.split()
+    got = _served_entities(result.path, [raw])[0]
+    expected = _word_level_entities(ner_model, vocab, words, MAX_LEN)
+    spans = [m.span() for m in __import__("re").finditer(r"\S+", raw)]
+    starts = {s: i for i, (s, _) in enumerate(_joined_spans(words))}
+    ends = {e: i for i, (_, e) in enumerate(_joined_spans(words))}
+    assert [(t, spans[starts[s]][0], spans[ends[e]][1]) for t, s, e, _ in expected] == \
+        [(t, s, e) for t, s, e, _ in got]
+    assert all(raw[s:e] == entity for _, s, e, entity in got)
+
+
+def _joined_spans(words):
+    spans, position = [], 0
+    for word in words:
+        spans.append((position, position + len(word)))
+        position += len(word) + 1
+    return spans
 
 
 QA_CASES = [("Who wrote the notes?", "Ada Lovelace wrote the notes on the Analytical Engine."),
