@@ -36,7 +36,10 @@ Outputs (under `--output`), from the best epoch:
   threshold tuned on dev (`squad_v2_tune`), which `metrics.json` records;
 - `metrics.json`: dev metrics of the best epoch, a trivial baseline on the same dev
   set (majority class, mean value, all `O`, no answer), per-epoch history, bad
-  records, example counts, the load report and the spec.
+  records, example counts, the load report and the spec;
+- with `--test`: the test split scored once with the best epoch's weights (SQuAD 2.0
+  at dev's null threshold): `test` and `test_baseline` in `metrics.json`, and the
+  same prediction files prefixed `test_`.
 
 Example:
     python -m components.finetune --task pair --train MRPC/train.tsv --dev MRPC/dev.tsv \\
@@ -82,6 +85,8 @@ class FinetuneSpec:
         task: one of `keras_bert.tasks.TASKS`.
         train: train file.
         dev: dev file (model selection, predictions, metrics).
+        test: test file, scored once with the best dev epoch's weights (SQuAD 2.0
+            with dev's null threshold); None for none. Defaults to None.
         init: pre-trained checkpoint folder (HF, original TF1 or ours).
         output_dir: where `best/`, predictions and `metrics.json` go.
         max_seq_length: tokens per sequence. Defaults to 128.
@@ -119,6 +124,7 @@ class FinetuneSpec:
     dev: str
     init: str
     output_dir: str
+    test: str = None
     max_seq_length: int = 128
     max_query_length: int = 64
     doc_stride: int = 128
@@ -268,8 +274,8 @@ class _TextTask:
                 **metrics_lib.classification_metrics(gold, [majority] * len(gold),
                                                      classes=list(range(len(self.labels))))}
 
-    def write_predictions(self, records, outputs, output_dir):
-        _write_jsonl(records, os.path.join(output_dir, "predictions.jsonl"))
+    def write_predictions(self, records, outputs, output_dir, prefix=""):
+        _write_jsonl(records, os.path.join(output_dir, f"{prefix}predictions.jsonl"))
 
 
 class _TaggingTask:
@@ -341,8 +347,8 @@ class _TaggingTask:
         out.pop("per_type")
         return {"name": "all O", **out}
 
-    def write_predictions(self, records, outputs, output_dir):
-        _write_jsonl(records, os.path.join(output_dir, "predictions.jsonl"))
+    def write_predictions(self, records, outputs, output_dir, prefix=""):
+        _write_jsonl(records, os.path.join(output_dir, f"{prefix}predictions.jsonl"))
 
 
 class _SquadTask:
@@ -401,7 +407,9 @@ class _SquadTask:
                 version_2=self.version_2, offsets=offsets))
         return out
 
-    def evaluate(self, outputs, dev):
+    def evaluate(self, outputs, dev, threshold=None):
+        """Scores predictions; SQuAD 2.0 tunes the null threshold unless one is given
+        (the test split takes dev's)."""
         preds = self.predictions(outputs, dev)
         gold = {r.example.qas_id: list(r.gold_texts) for r in dev["examples"]}
         if not self.version_2:
@@ -411,7 +419,11 @@ class _SquadTask:
             return metrics, {"predictions": preds, "answers": answers}
         best = {p.qas_id: p.best_text for p in preds}
         odds = {p.qas_id: p.null_score_diff for p in preds}
-        threshold, answers, metrics = metrics_lib.squad_v2_tune(gold, best, odds)
+        if threshold is None:
+            threshold, answers, metrics = metrics_lib.squad_v2_tune(gold, best, odds)
+        else:
+            answers = {q: ("" if odds[q] > threshold else best[q]) for q in best}
+            metrics = metrics_lib.squad_v2_scores(gold, answers)
         return metrics, {"predictions": preds, "answers": answers, "threshold": threshold}
 
     def baseline(self, train, dev):
@@ -421,13 +433,13 @@ class _SquadTask:
             return {"name": "no answer", **metrics_lib.squad_v1_scores(gold, empty)}
         return {"name": "no answer", **metrics_lib.squad_v2_scores(gold, empty)}
 
-    def write_predictions(self, records, outputs, output_dir):
-        _write_json(records["answers"], os.path.join(output_dir, "predictions.json"))
+    def write_predictions(self, records, outputs, output_dir, prefix=""):
+        _write_json(records["answers"], os.path.join(output_dir, f"{prefix}predictions.json"))
         _write_json({p.qas_id: p.nbest for p in records["predictions"]},
-                    os.path.join(output_dir, "nbest_predictions.json"))
+                    os.path.join(output_dir, f"{prefix}nbest_predictions.json"))
         if self.version_2:
             _write_json({p.qas_id: p.null_score_diff for p in records["predictions"]},
-                        os.path.join(output_dir, "null_odds.json"))
+                        os.path.join(output_dir, f"{prefix}null_odds.json"))
 
 
 def make_task(spec):
@@ -571,6 +583,7 @@ def run(spec):
     bad = []
     train_examples = _read_split(spec.train, spec.task, spec.read, "train", bad)
     dev_examples = _read_split(spec.dev, spec.task, spec.read, "dev", bad)
+    test_examples = _read_split(spec.test, spec.task, spec.read, "test", bad) if spec.test else None
     task.set_labels(train_examples)
 
     strategy = distribute.get_strategy(spec.strategy)
@@ -592,6 +605,7 @@ def run(spec):
 
     train = task.convert(train_examples, tokenizer, bad, "train")
     dev = task.convert(dev_examples, tokenizer, bad, "dev")
+    test = task.convert(test_examples, tokenizer, bad, "test") if test_examples else None
     if not train["num_features"] or not dev["num_features"]:
         raise FinetuneError("no train or dev features left after conversion; see the bad records")
     steps_per_epoch = math.ceil(train["num_features"] / spec.batch_size)
@@ -636,6 +650,14 @@ def run(spec):
         raise FinetuneError(f"dev {spec.selection_metric} was never a number; nothing to keep")
     model.set_weights(best["weights"])
     task.write_predictions(best["records"], best["outputs"], spec.output_dir)
+    test_metrics = None
+    if test is not None and test["num_features"]:
+        outputs = model.predict(test["x"], batch_size=spec.eval_batch_size, verbose=0)
+        kwargs = {"threshold": best["records"]["threshold"]} if spec.task == "squad2" else {}
+        test_metrics, test_records = task.evaluate(outputs, test, **kwargs)
+        task.write_predictions(test_records, outputs, spec.output_dir, prefix="test_")
+        print(f"[{STAGE}] test {spec.selection_metric} {test_metrics[spec.selection_metric]:.4f} "
+              f"({len(test['examples'])} examples, best dev epoch's weights)", flush=True)
 
     result = {
         "task": spec.task,
@@ -647,8 +669,10 @@ def run(spec):
         "history": [dict(h, **{k: float(v[i]) for k, v in history.history.items()
                                 if i < len(v) and k.startswith("dev_")})
                     for i, h in enumerate(callback.history)],
-        "examples": {"train": len(train["examples"]), "dev": len(dev["examples"])},
-        "features": {"train": train["num_features"], "dev": dev["num_features"]},
+        "examples": {"train": len(train["examples"]), "dev": len(dev["examples"]),
+                     **({"test": len(test["examples"])} if test else {})},
+        "features": {"train": train["num_features"], "dev": dev["num_features"],
+                     **({"test": test["num_features"]} if test else {})},
         "steps": {"per_epoch": steps_per_epoch, "total": num_train_steps, "warmup": warmup},
         "bad_records": dict(sorted(collections.Counter(b.kind for b in bad).items())),
         "bad_record_locations": [str(b) for b in bad[:1000]],
@@ -659,6 +683,9 @@ def run(spec):
         "seconds": time.time() - started,
         "spec": {**dataclasses.asdict(spec), "read": dataclasses.asdict(spec.read)},
     }
+    if test_metrics is not None:
+        result["test"] = dict(test_metrics)
+        result["test_baseline"] = task.baseline(train, test)
     if spec.task == "squad2":
         result["null_score_diff_threshold"] = best["records"]["threshold"]
     _write_json(result, os.path.join(spec.output_dir, METRICS_FILE))
@@ -678,6 +705,8 @@ def parse_args(argv=None):
     parser.add_argument("--task", required=True, choices=tasks.TASKS)
     parser.add_argument("--train", required=True, help="Train file.")
     parser.add_argument("--dev", required=True, help="Dev file (selection, predictions).")
+    parser.add_argument("--test", default=None,
+                        help="Test file, scored with the best dev epoch's weights.")
     parser.add_argument("--init", required=True, help="Pre-trained checkpoint folder.")
     parser.add_argument("--output", required=True, help="Output directory.")
     parser.add_argument("--max_seq_length", type=int, default=d.max_seq_length)
@@ -708,7 +737,8 @@ def parse_args(argv=None):
     task_data.add_read_arguments(parser)
     args = parser.parse_args(argv)
     return FinetuneSpec(
-        task=args.task, train=args.train, dev=args.dev, init=args.init, output_dir=args.output,
+        task=args.task, train=args.train, dev=args.dev, test=args.test, init=args.init,
+        output_dir=args.output,
         max_seq_length=args.max_seq_length, max_query_length=args.max_query_length,
         doc_stride=args.doc_stride, batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size, epochs=args.epochs,

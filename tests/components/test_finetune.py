@@ -276,10 +276,18 @@ def test_ner_windows_and_character_offsets(tmp_path, tiny_init):
     dev_sentences = ner_sentences(60, rng)
     dev = tmp_path / "dev.conll"
     dev.write_text(conll_text(dev_sentences))
+    test_sentences = ner_sentences(40, rng)
+    test = tmp_path / "test.conll"
+    test.write_text(conll_text(test_sentences))
     from components.task_data import ReadOptions
 
     result = finetune.run(_spec(tmp_path, "ner", train, dev, tiny_init, max_seq_length=24,
-                                epochs=6, read=ReadOptions(tag_scheme="IOB1")))
+                                epochs=6, read=ReadOptions(tag_scheme="IOB1"), test=str(test)))
+    # The test split is scored once, with the best dev epoch's weights.
+    assert result["examples"]["test"] == len(test_sentences)
+    assert result["test"]["f1"] >= 0.8 and result["test_baseline"]["f1"] == 0.0
+    test_records = _read_jsonl(tmp_path / "out" / "test_predictions.jsonl")
+    assert [r["text"] for r in test_records] == [" ".join(w) for w, _ in test_sentences]
     assert result["labels"] == ["O", "B-LOC", "B-PER", "I-PER"]  # IOB1 read as BIO
     assert result["features"]["dev"] > result["examples"]["dev"]  # long sentences: windows
     assert result["baseline"]["f1"] == 0.0
@@ -337,9 +345,12 @@ def test_squad2_null_threshold_beats_no_answer(tmp_path, tiny_init):
     dev_data = squad_data(80, rng, unanswerable_share=0.5, prefix="d")
     (tmp_path / "train.json").write_text(json.dumps(train_data))
     (tmp_path / "dev.json").write_text(json.dumps(dev_data))
+    test_data = squad_data(30, rng, unanswerable_share=0.5, prefix="t")
+    (tmp_path / "test.json").write_text(json.dumps(test_data))
     result = finetune.run(_spec(tmp_path, "squad2", tmp_path / "train.json", tmp_path / "dev.json",
                                 tiny_init, max_seq_length=40, doc_stride=12, max_query_length=8,
-                                epochs=3, n_best_size=5, max_answer_length=4))
+                                epochs=3, n_best_size=5, max_answer_length=4,
+                                test=str(tmp_path / "test.json")))
     baseline = result["baseline"]
     assert baseline["NoAns_f1"] == 100.0 and baseline["HasAns_f1"] == 0.0
     assert result["dev"]["f1"] >= baseline["f1"] + 25.0, result["history"]
@@ -354,6 +365,16 @@ def test_squad2_null_threshold_beats_no_answer(tmp_path, tiny_init):
         assert answer == ("" if odds[qid] > threshold else best_non_null)
     contexts = {p["qas"][0]["id"]: p["context"] for p in dev_data["data"][0]["paragraphs"]}
     _check_nbest(contexts, nbest)
+    # Test answers use dev's threshold; nothing is tuned on test.
+    test_odds = json.loads((out / "test_null_odds.json").read_text())
+    test_answers = json.loads((out / "test_predictions.json").read_text())
+    test_nbest = json.loads((out / "test_nbest_predictions.json").read_text())
+    assert sorted(test_answers) == sorted(q["id"] for p in test_data["data"][0]["paragraphs"]
+                                          for q in p["qas"])
+    for qid, answer in test_answers.items():
+        best_non_null = next((e["text"] for e in test_nbest[qid] if e["text"]), "")
+        assert answer == ("" if test_odds[qid] > threshold else best_non_null)
+    assert result["test"]["f1"] >= result["test_baseline"]["f1"] + 15.0
 
 
 def _topic_sentence(rng, words):
