@@ -82,6 +82,9 @@ class WarmupPolynomialDecay(keras.optimizers.schedules.LearningRateSchedule):
         warmup_steps: linear warm-up steps; 0 for none. Defaults to 0.
         end_learning_rate: final rate. Defaults to 0.0.
         power: 1.0 for linear decay. Defaults to 1.0.
+        decay_after_warmup: decay over `decay_steps - warmup_steps`, from the peak
+            at the end of warm-up (Hugging Face's `get_linear_schedule_with_warmup`)
+            instead of counting from step 0 (the original). Defaults to False.
         name: schedule name. Defaults to "WarmupPolynomialDecay".
 
     Example:
@@ -91,7 +94,8 @@ class WarmupPolynomialDecay(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, initial_learning_rate, decay_steps, warmup_steps=0,
-                 end_learning_rate=0.0, power=1.0, name="WarmupPolynomialDecay"):
+                 end_learning_rate=0.0, power=1.0, decay_after_warmup=False,
+                 name="WarmupPolynomialDecay"):
         super().__init__()
         if decay_steps <= 0:
             raise ValueError(f"decay_steps must be positive, got {decay_steps}")
@@ -102,13 +106,21 @@ class WarmupPolynomialDecay(keras.optimizers.schedules.LearningRateSchedule):
         self.warmup_steps = warmup_steps
         self.end_learning_rate = end_learning_rate
         self.power = power
+        self.decay_after_warmup = bool(decay_after_warmup)
+        if self.decay_after_warmup and warmup_steps >= decay_steps:
+            raise ValueError(f"warmup_steps ({warmup_steps}) must be below decay_steps "
+                             f"({decay_steps}) with decay_after_warmup")
         self.name = name
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
         peak = ops.cast(self.initial_learning_rate, "float32")
         end = ops.cast(self.end_learning_rate, "float32")
-        done = ops.minimum(step, float(self.decay_steps)) / float(self.decay_steps)
+        if self.decay_after_warmup:
+            span = float(self.decay_steps - self.warmup_steps)
+            done = ops.clip(step - float(self.warmup_steps), 0.0, span) / span
+        else:
+            done = ops.minimum(step, float(self.decay_steps)) / float(self.decay_steps)
         decayed = (peak - end) * ops.power(1.0 - done, float(self.power)) + end
         if not self.warmup_steps:
             return decayed
@@ -119,7 +131,7 @@ class WarmupPolynomialDecay(keras.optimizers.schedules.LearningRateSchedule):
         return {"initial_learning_rate": self.initial_learning_rate,
                 "decay_steps": self.decay_steps, "warmup_steps": self.warmup_steps,
                 "end_learning_rate": self.end_learning_rate, "power": self.power,
-                "name": self.name}
+                "decay_after_warmup": self.decay_after_warmup, "name": self.name}
 
 
 def sum_duplicate_rows(gradient):
@@ -342,7 +354,7 @@ OPTIMIZERS = ("adamw", "adam_weight_decay", "lamb")
 def create_optimizer(name, learning_rate, num_train_steps, num_warmup_steps=0,
                      weight_decay_rate=0.01, end_learning_rate=0.0, power=1.0,
                      global_clipnorm=1.0, gradient_accumulation_steps=None, epsilon=1e-6,
-                     beta_1=0.9, beta_2=0.999):
+                     beta_1=0.9, beta_2=0.999, decay_after_warmup=False):
     """A BERT optimizer by name with its schedule, wired as `run_pretraining.py`.
 
     Args:
@@ -361,6 +373,8 @@ def create_optimizer(name, learning_rate, num_train_steps, num_warmup_steps=0,
         epsilon: Adam epsilon. Defaults to 1e-6.
         beta_1: first-moment decay. Defaults to 0.9.
         beta_2: second-moment decay. Defaults to 0.999.
+        decay_after_warmup: linear decay from the end of warm-up (Hugging Face's
+            schedule) rather than from step 0 (the original's). Defaults to False.
 
     Example:
         >>> opt = create_optimizer("lamb", 1.76e-3, num_train_steps=125000,
@@ -368,7 +382,8 @@ def create_optimizer(name, learning_rate, num_train_steps, num_warmup_steps=0,
     """
     schedule = WarmupPolynomialDecay(learning_rate, decay_steps=num_train_steps,
                                      warmup_steps=num_warmup_steps,
-                                     end_learning_rate=end_learning_rate, power=power)
+                                     end_learning_rate=end_learning_rate, power=power,
+                                     decay_after_warmup=decay_after_warmup)
     accumulation = gradient_accumulation_steps if (gradient_accumulation_steps or 1) > 1 else None
     common = dict(learning_rate=schedule, weight_decay_rate=weight_decay_rate, beta_1=beta_1,
                   beta_2=beta_2, epsilon=epsilon, global_clipnorm=global_clipnorm,

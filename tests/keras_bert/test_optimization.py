@@ -222,3 +222,19 @@ def test_adamw_is_bias_corrected_and_adam_weight_decay_is_not():
     np.testing.assert_allclose(moved["adamw"], 0.01 * g / (np.abs(g) + eps), rtol=1e-5)
     np.testing.assert_allclose(moved["adam_weight_decay"],
                                0.01 * 0.1 * g / (np.sqrt(0.001) * np.abs(g) + eps), rtol=1e-5)
+
+
+def test_decay_after_warmup_is_hugging_faces_linear_schedule():
+    """`get_linear_schedule_with_warmup`: peak * s / w during warm-up, then
+    peak * (T - s) / (T - w); the original instead decays from step 0."""
+    peak, warmup, total = 1e-3, 10, 110
+    hf = optimization.WarmupPolynomialDecay(peak, total, warmup, decay_after_warmup=True)
+    original = optimization.WarmupPolynomialDecay(peak, total, warmup)
+    for step in (0, 5, 10, 11, 60, 109, 110, 150):
+        expected = peak * step / warmup if step < warmup else peak * max(0, total - step) / (total - warmup)
+        assert float(hf(step)) == pytest.approx(expected, rel=1e-6, abs=1e-12)
+    assert float(original(10)) == pytest.approx(peak * 100 / 110)  # 9% below the peak
+    config = hf.get_config()
+    assert optimization.WarmupPolynomialDecay.from_config(config).get_config() == config
+    with pytest.raises(ValueError, match="below decay_steps"):
+        optimization.WarmupPolynomialDecay(peak, 10, 10, decay_after_warmup=True)
