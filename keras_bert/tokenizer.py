@@ -698,7 +698,10 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
         Returns:
             A string RaggedTensor [batch, words].
         """
-        texts = self._texts(texts, name)
+        return self._basic_tokenize(self._texts(texts, name))
+
+    def _basic_tokenize(self, texts):
+        """`basic_tokenize` of texts already checked to be valid UTF-8."""
         texts = tf.strings.regex_replace(texts, self._removed_pattern, "")
         texts = tf.strings.regex_replace(texts, self._cjk_pattern, r" \0 ")
         if self._do_lower_case:
@@ -720,7 +723,10 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
         Returns:
             An int64 RaggedTensor [batch, words, pieces].
         """
-        words = self.basic_tokenize(texts, name)
+        return self._wordpieces(self.basic_tokenize(texts, name))
+
+    def _wordpieces(self, words):
+        """WordPiece ids of a string RaggedTensor of words ([..., words] → [..., words, pieces])."""
         flat = words.flat_values
         too_long = tf.strings.length(flat, unit="UTF8_CHAR") > MAX_INPUT_CHARS_PER_WORD
         # "[UNK]" is itself in the vocabulary, so it comes back as one [UNK] piece.
@@ -763,10 +769,7 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
         word_ends = tf.repeat(ends.flat_values, per_piece)
         per_row = tf.reduce_sum(tf.RaggedTensor.from_row_lengths(per_piece, pieces.row_lengths()),
                                 axis=1)
-        flat_words = words.flat_values
-        too_long = tf.strings.length(flat_words, unit="UTF8_CHAR") > MAX_INPUT_CHARS_PER_WORD
-        flat_words = tf.where(too_long, tf.constant(features.UNK_TOKEN), flat_words)
-        ids = self._wordpiece.tokenize(tf.RaggedTensor.from_row_lengths(flat_words, per_row))
+        ids = self._wordpieces(tf.RaggedTensor.from_row_lengths(words.flat_values, per_row))
         return (ids, tf.RaggedTensor.from_row_lengths(word_starts, per_row),
                 tf.RaggedTensor.from_row_lengths(word_ends, per_row))
 
@@ -795,7 +798,8 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
         texts = tf.strings.regex_replace(texts, "\\x00", "\x01")
         whitespace = re2_patterns()["whitespace"]
         words, starts, ends = tf_text.regex_split_with_offsets(texts, whitespace + "+", "")
-        ids = self.tokenize_words(words.flat_values, name).merge_dims(1, 2)  # (words, (pieces))
+        # The words are pieces of checked text: no second UTF-8 check.
+        ids = self._wordpieces(self._basic_tokenize(words.flat_values)).merge_dims(1, 2)  # (words, (pieces))
         lengths = ids.row_lengths()
         unk = tf.RaggedTensor.from_row_lengths(
             tf.fill(tf.shape(lengths), tf.constant(self.unk_id, tf.int64)), tf.ones_like(lengths))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -310,20 +311,14 @@ def test_ner_export_tags_the_words_training_labelled(ner_model, vocab, tmp_path)
     words = raw.split()
     got = _served_entities(result.path, [raw])[0]
     expected = _word_level_entities(ner_model, vocab, words, MAX_LEN)
-    spans = [m.span() for m in __import__("re").finditer(r"\S+", raw)]
-    starts = {s: i for i, (s, _) in enumerate(_joined_spans(words))}
-    ends = {e: i for i, (_, e) in enumerate(_joined_spans(words))}
+    from keras_bert import tasks
+    spans = [m.span() for m in re.finditer(r"\S+", raw)]
+    joined = tasks.TaggedExample(guid="raw", words=tuple(words)).word_spans
+    starts = {s: i for i, (s, _) in enumerate(joined)}
+    ends = {e: i for i, (_, e) in enumerate(joined)}
     assert [(t, spans[starts[s]][0], spans[ends[e]][1]) for t, s, e, _ in expected] == \
         [(t, s, e) for t, s, e, _ in got]
     assert all(raw[s:e] == entity for _, s, e, entity in got)
-
-
-def _joined_spans(words):
-    spans, position = [], 0
-    for word in words:
-        spans.append((position, position + len(word)))
-        position += len(word) + 1
-    return spans
 
 
 QA_CASES = [("Who wrote the notes?", "Ada Lovelace wrote the notes on the Analytical Engine."),
