@@ -103,7 +103,8 @@ def dynamic_masking_fn(vocab_path, max_predictions_per_seq, masked_lm_prob=0.15,
 def pretraining_dataset(file_patterns, batch_size, max_seq_length, max_predictions_per_seq,
                         *, is_training=True, seed=0, masking_fn=None, cycle_length=8,
                         shuffle_buffer=1000, drop_remainder=None, repeat=None,
-                        auto_shard_policy=tf.data.experimental.AutoShardPolicy.AUTO):
+                        auto_shard_policy=tf.data.experimental.AutoShardPolicy.AUTO,
+                        deterministic=None):
     """Batched (x, y) pre-training input from TFRecord shards.
 
     Args:
@@ -127,6 +128,11 @@ def pretraining_dataset(file_patterns, batch_size, max_seq_length, max_predictio
         auto_shard_policy: how `tf.distribute` shards the input across workers
             (AUTO: by file when there are enough files, else by record). Defaults to
             AUTO.
+        deterministic: produce records in the same order on every run with the same
+            seed (the interleave then takes one record from each open file in turn).
+            Training defaults to False: the interleave yields whichever file has a
+            record ready, which is faster and order-dependent on thread timing.
+            Defaults to `not is_training`.
 
     Returns:
         A `tf.data.Dataset` of `(x, y)` dicts with a batch dimension.
@@ -134,6 +140,7 @@ def pretraining_dataset(file_patterns, batch_size, max_seq_length, max_predictio
     files = list_files(file_patterns)
     drop_remainder = is_training if drop_remainder is None else drop_remainder
     repeat = is_training if repeat is None else repeat
+    deterministic = (not is_training) if deterministic is None else bool(deterministic)
     if masking_fn is None:
         spec = F.pretraining_feature_spec(max_seq_length, max_predictions_per_seq)
     else:
@@ -146,7 +153,7 @@ def pretraining_dataset(file_patterns, batch_size, max_seq_length, max_predictio
         ds = ds.repeat()
     if is_training:
         ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(cycle_length, len(files)),
-                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     else:
         # Evaluation reads the files in order, one after the other.
@@ -165,7 +172,7 @@ def pretraining_dataset(file_patterns, batch_size, max_seq_length, max_predictio
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = auto_shard_policy
-    options.deterministic = not is_training
+    options.deterministic = deterministic
     ds = ds.with_options(options)
     return ds.prefetch(tf.data.AUTOTUNE)
 
