@@ -29,12 +29,18 @@ def _line(text):
     print(text, flush=True)
 
 
-def run_pipeline(config, beam_args):
-    """Runs every stage; returns {stage name: record}."""
+def run_pipeline(config, beam_args, plan=None):
+    """Runs every stage; returns {stage name: record}.
+
+    Args:
+        config: the `PipelineConfig`.
+        beam_args: flags for Beam's `PipelineOptions`, passed to every stage.
+        plan: the stages to run, in order. Defaults to `stages.plan(config)`.
+    """
     os.makedirs(config.pipeline_root, exist_ok=True)
     with open(os.path.join(config.pipeline_root, "config.json"), "w") as f:
         json.dump({"config": config.to_dict(), "beam_args": beam_args}, f, indent=2)
-    plan = stages.plan(config)
+    plan = stages.plan(config) if plan is None else plan
     names = [s.name for s in plan]
     if config.force and config.force not in names:
         raise PipelineConfigError(f"--force {config.force}: no such stage; stages: {', '.join(names)}")
