@@ -17,6 +17,9 @@ INSTALL_REQUIRES = [
     "matplotlib>=3.8,<4",
     # PyYAML: `--config pipeline.yaml` (already a dependency of apache-beam).
     "pyyaml>=6",
+    # SciPy: the standard implementation of Pearson/Spearman correlation for the
+    # regression metrics (already installed as a dependency of jax and transformers).
+    "scipy>=1.11",
 ]
 
 EXTRAS_REQUIRE = {

@@ -13,12 +13,27 @@ mixed precision, so losses stay numerically safe).
 
 import keras
 from keras import ops
-from keras.src.losses.loss import scale_loss_for_distribution
 
 from keras_bert import features
 from keras_bert import losses as bert_losses
 from keras_bert.encoder import BertEncoder, encoder_inputs
 from keras_bert.layers import MaskedLMHead, truncated_normal
+
+
+def scale_loss_for_distribution(loss):
+    """`loss / num_replicas_in_sync` under a `tf.distribute` strategy (TensorFlow backend).
+
+    Gradients are summed across replicas, so each replica's loss is divided by their
+    number, as Keras does for losses it computes itself.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return loss
+    import tensorflow as tf
+
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if replicas > 1:
+        loss = ops.multiply(loss, ops.cast(1.0 / replicas, loss.dtype))
+    return loss
 
 
 def _dense(units, initializer_range, policy, name):

@@ -192,51 +192,19 @@ def classification_metrics(labels, predictions, classes=None):
 # Regression.
 
 
-def pearson(x, y):
-    """Pearson correlation coefficient (scipy `pearsonr(x, y)[0]`).
-
-    Args:
-        x: numbers.
-        y: numbers, same length.
-
-    Returns:
-        A float in [-1, 1]; NaN if either series is constant or has fewer than 2
-        values.
-    """
+def _correlation(function, x, y):
     x, y = _pair(x, y, "x")
     if len(x) < 2:
         return math.nan
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    dx = x - x.mean()
-    dy = y - y.mean()
-    # Normalising first keeps the products in range for large values, as scipy does.
-    nx = np.linalg.norm(dx)
-    ny = np.linalg.norm(dy)
-    if nx == 0 or ny == 0:
-        return math.nan
-    r = float(np.dot(dx / nx, dy / ny))
-    return max(-1.0, min(1.0, r))
+    if np.all(x == x[0]) or np.all(y == y[0]):
+        return math.nan  # scipy too, after a ConstantInputWarning
+    return float(function(x, y)[0])
 
 
-def rankdata(values):
-    """Ranks from 1, ties get the average of the ranks they span (scipy `rankdata`)."""
-    values = np.asarray(values, dtype=np.float64)
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values), dtype=np.float64)
-    sorted_values = values[order]
-    i = 0
-    while i < len(values):
-        j = i
-        while j + 1 < len(values) and sorted_values[j + 1] == sorted_values[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return ranks
-
-
-def spearman(x, y):
-    """Spearman rank correlation (scipy `spearmanr(x, y)[0]`): Pearson of average ranks.
+def pearson(x, y):
+    """Pearson correlation coefficient (`scipy.stats.pearsonr(x, y)[0]`).
 
     Args:
         x: numbers.
@@ -246,10 +214,32 @@ def spearman(x, y):
         A float in [-1, 1]; NaN if either series is constant or has fewer than 2
         values.
     """
-    x, y = _pair(x, y, "x")
-    if len(x) < 2:
-        return math.nan
-    return pearson(rankdata(x), rankdata(y))
+    from scipy import stats
+
+    return _correlation(stats.pearsonr, x, y)
+
+
+def rankdata(values):
+    """Ranks from 1; ties get the average of the ranks they span (`scipy.stats.rankdata`)."""
+    from scipy import stats
+
+    return stats.rankdata(np.asarray(values, dtype=np.float64))
+
+
+def spearman(x, y):
+    """Spearman rank correlation (`scipy.stats.spearmanr(x, y)[0]`).
+
+    Args:
+        x: numbers.
+        y: numbers, same length.
+
+    Returns:
+        A float in [-1, 1]; NaN if either series is constant or has fewer than 2
+        values.
+    """
+    from scipy import stats
+
+    return _correlation(stats.spearmanr, x, y)
 
 
 def regression_metrics(labels, predictions):

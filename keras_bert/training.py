@@ -95,6 +95,18 @@ def _finite(value):
         return True
 
 
+# Keras versions with the two multi-worker trainer bugs below: [first, first not checked).
+KERAS_DISTRIBUTE_BUGS = ((3, 0), (3, 16))
+
+
+def _keras_version():
+    parts = []
+    for part in keras.version().split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
 def work_around_keras_distribute_bugs(model, strategy):
     """Lets `fit`/`evaluate` of a built dict-input model run under `MultiWorkerMirroredStrategy`.
 
@@ -109,13 +121,18 @@ def work_around_keras_distribute_bugs(model, strategy):
       given a leading axis of 1 so that reduce returns the mean over workers: every
       worker then logs the same numbers (and a NaN guard stops them all together).
 
-    Does nothing for other strategies.
+    Does nothing for other strategies, or on a Keras version outside
+    `KERAS_DISTRIBUTE_BUGS` (the versions they were seen in, up to the one this
+    project pins), where the private hooks patched here may have changed.
 
     Args:
         model: a compiled Keras model (TensorFlow backend).
         strategy: the strategy it was built under.
     """
     if not distribute.is_multi_worker(strategy):
+        return model
+    first, after = KERAS_DISTRIBUTE_BUGS
+    if not first <= _keras_version() < after:
         return model
 
     original_build = model._maybe_symbolic_build
