@@ -98,8 +98,9 @@ def _vocab(config, beam_args, upstream, out):
     given = config.vocab
     if config.init:
         given = os.path.join(config.init, "vocab.txt")
-    spec = vocab.VocabSpec(output_dir=out, input_pattern=upstream["ExampleGen"]["outputs"]["documents"],
-                           vocab_file=given, vocab_size=config.vocab_size,
+    # A given vocabulary (or the --init checkpoint's) is copied, not learnt from the corpus.
+    spec = vocab.VocabSpec(output_dir=out, vocab_file=given,
+                           input_pattern=None if given else upstream["ExampleGen"]["outputs"]["documents"], vocab_size=config.vocab_size,
                            do_lower_case=config.do_lower_case)
     path = vocab.run(spec, _beam_args(beam_args))
     size = sum(1 for _ in open(path, encoding="utf-8"))
