@@ -180,7 +180,7 @@ def write_report(config, records):
                       "Start a server and query it:", "", "```",
                       f"python -m serving.server --port 8500 --rest_api_port 8501 "
                       f"--model_name {config.model_name} --model_base_path {base}",
-                      client_command(config, 8500), "```", ""]
+                      client_command(config, 8500, records), "```", ""]
         else:
             lines += ["The model was not blessed, so nothing was pushed.", ""]
     path = os.path.join(root, "report.md")

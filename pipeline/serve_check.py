@@ -15,10 +15,12 @@ def sample_inputs(config, records):
     return [SAMPLE], ([SAMPLE] if pair else None)
 
 
-def client_command(config, port):
+def client_command(config, port, records=None):
     """The shell command a user runs to query the served model."""
+    texts, texts_b = sample_inputs(config, records or {})
+    second = f" --text_b \"{texts_b[0]}\"" if texts_b else ""
     return (f"python -m serving.client --server localhost:{port} --model {config.model_name} "
-            f"\"{SAMPLE}\"")
+            f"\"{texts[0]}\"{second}")
 
 
 def query_once(config, records):
@@ -36,7 +38,7 @@ def query_once(config, records):
         print(f"[Serve] gRPC Predict {shown!r} ->\n{json.dumps(client.to_json(result), indent=2)}",
               flush=True)
         print(f"[Serve] to query it yourself while a server runs: "
-              f"{client_command(config, server.grpc_port)}", flush=True)
+              f"{client_command(config, server.grpc_port, records)}", flush=True)
         return client.to_json(result)
     finally:
         code = server.stop()
