@@ -93,15 +93,15 @@ class PipelineConfig:
     def __post_init__(self):
         if bool(self.train) != bool(self.dev):
             raise PipelineConfigError("--train and --dev go together")
-        from keras_bert.tasks import TASKS
-        if self.task not in TASKS:
-            raise PipelineConfigError(f"--task {self.task}: expected one of {', '.join(TASKS)}")
         if self.test and not self.train:
             raise PipelineConfigError("--test needs --train and --dev (the embedded default "
                                       "task has its own test split)")
         if self.task != "classification" and not self.train:
             raise PipelineConfigError(f"--task {self.task} needs --train and --dev (and "
                                       "--test): the embedded default is a classification task")
+        from keras_bert.tasks import TASKS  # (imports TensorFlow: after the cheap checks)
+        if self.task not in TASKS:
+            raise PipelineConfigError(f"--task {self.task}: expected one of {', '.join(TASKS)}")
         if not 0 < self.data_fraction <= 1:
             raise PipelineConfigError(f"data_fraction must be in (0, 1], got {self.data_fraction}")
         if self.mixed_precision not in ("none", "bfloat16", "float16"):

@@ -110,7 +110,3 @@ def test_unknown_force_stage_and_bad_flags_fail_clearly(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pipeline.run", f"--pipeline_root={tmp_path}",
                            "--task=ner"], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and "--task ner needs --train and --dev" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "pipeline.run", f"--pipeline_root={tmp_path}",
-                           "--task=topics", "--train=a", "--dev=b"], capture_output=True,
-                          text=True, env=env, timeout=120)
-    assert proc.returncode == 2 and "expected one of classification, pair" in proc.stderr
