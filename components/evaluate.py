@@ -35,8 +35,14 @@ Outputs (under `output_dir`): `evaluation.json` (every number, per-class tables 
 confusion matrix), `test_predictions.jsonl` (one line per test example with the
 SavedModel's outputs), and `blessing.json` ({"blessed", "model", "metric", ...}), the
 artifact Push reads.
+
+Example:
+    python -m components.evaluate --export_dir export/bert/1 --task classification \
+        --test test.tsv --text_column sentence --labels neg,pos \
+        --train_stats task_data/task_data_stats.json --output eval/
 """
 
+import argparse
 import collections
 import dataclasses
 import json
@@ -236,6 +242,7 @@ class ServedModel:
 
     def __init__(self, export_dir, batch_size=32):
         import tensorflow as tf
+        import tensorflow_text  # noqa: F401  (registers the in-graph tokenizer's ops)
 
         if not os.path.exists(os.path.join(export_dir, "saved_model.pb")):
             raise EvaluationError(f"{export_dir}: no saved_model.pb to evaluate")
@@ -468,3 +475,41 @@ def read_blessing(path):
             or not isinstance(blessing.get("model"), str):
         raise EvaluationError(f'{path}: expected an object with "blessed" (bool) and "model"')
     return blessing
+
+
+def parse_args(argv=None):
+    """Flags → `EvaluateSpec`."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--export_dir", required=True, help="SavedModel version folder.")
+    parser.add_argument("--task", required=True, choices=tuple(BLESSING))
+    parser.add_argument("--test", required=True, help="Raw test file.")
+    parser.add_argument("--output", required=True, help="Output directory.")
+    parser.add_argument("--labels", default=None,
+                        help="Comma-separated class names in the model's order (classification, pair).")
+    parser.add_argument("--labels_file", default=None, help="labels.txt instead of --labels.")
+    parser.add_argument("--train_stats", default=None,
+                        help="TaskData's statistics JSON: the train split's label counts for the "
+                             "majority / mean baseline.")
+    parser.add_argument("--batch_size", type=int, default=EvaluateSpec.batch_size)
+    parser.add_argument("--margin", type=float, default=EvaluateSpec.margin)
+    task_data.add_read_arguments(parser)
+    args = parser.parse_args(argv)
+    labels = tuple(args.labels.split(",")) if args.labels else None
+    if args.labels_file:
+        labels = tuple(task_data.read_labels(args.labels_file))
+    counts = None
+    if args.train_stats:
+        with open(args.train_stats, encoding="utf-8") as f:
+            counts = json.load(f)["splits"]["train"]["label_counts"]
+    return EvaluateSpec(export_dir=args.export_dir, task=args.task, test=args.test,
+                        output_dir=args.output, labels=labels, train_label_counts=counts,
+                        read=task_data.read_options_from_args(args), batch_size=args.batch_size,
+                        margin=args.margin)
+
+
+def main(argv=None):
+    run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,8 @@ must equal the Keras model's on the same test split, within 1e-4.
 import json
 import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -138,13 +140,20 @@ def test_evaluate_scores_the_saved_model_equal_to_keras(exported, tmp_path):
 
 @pytest.mark.slow
 def test_push_refuses_an_unblessed_model(exported, tmp_path):
-    # A margin no model can clear: not blessed.
-    spec = evaluate.EvaluateSpec(export_dir=exported["export_dir"], task="classification",
-                                 test=exported["test"], output_dir=str(tmp_path / "eval"),
-                                 labels=LABELS, train_label_counts={"neg": 30, "pos": 20},
-                                 margin=2.0)
-    assert evaluate.run(spec)["blessing"]["blessed"] is False
+    # A margin no model can clear: not blessed. Through the CLI, in a fresh process
+    # (the SavedModel's tokenizer ops must load without the exporting code).
+    stats = tmp_path / "task_data_stats.json"
+    stats.write_text(json.dumps({"splits": {"train": {"label_counts": {"neg": 30, "pos": 20}}}}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "components.evaluate", "--export_dir", exported["export_dir"],
+         "--task", "classification", "--test", exported["test"], "--labels", ",".join(LABELS),
+         "--train_stats", str(stats), "--margin", "2.0", "--output", str(tmp_path / "eval")],
+        capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "NOT BLESSED" in proc.stdout
     blessing = str(tmp_path / "eval" / evaluate.BLESSING_FILE)
+    assert json.loads(open(blessing).read())["blessed"] is False
     serving = tmp_path / "serving" / "clf"
     result = push.run(push.PushSpec(export_dir=exported["export_dir"], blessing=blessing,
                                     serving_base=str(serving)))
