@@ -209,7 +209,8 @@ def entity_span_scores(gold, predicted):
         per_type[type_] = {"precision": p, "recall": r, "f1": f, "support": n_true}
     p, r, f = prf(len(correct), len(pred_set), len(true_set))
     return {"precision": p, "recall": r, "f1": f,
-            "macro_f1": sum(v["f1"] for v in per_type.values()) / len(per_type) if per_type else 0.0,
+            "macro_f1": (sum(v["f1"] for v in per_type.values()) / len(per_type)
+                         if per_type else 0.0),
             "num_true": len(true_set), "num_pred": len(pred_set), "num_correct": len(correct),
             "per_type": per_type}
 
@@ -360,7 +361,8 @@ def _score_answers(spec, model, squad_records):
     gold = {e.qas_id: list(r.gold_texts) for e, r in zip(examples, squad_records)}
     answers, records, mismatches = {}, [], 0
     for i, example in enumerate(examples):
-        text, start, end = out["answer_text"][i], int(out["answer_start"][i]), int(out["answer_end"][i])
+        text = out["answer_text"][i]
+        start, end = int(out["answer_start"][i]), int(out["answer_end"][i])
         if start >= 0 and example.context[start:end] != text:
             mismatches += 1
         answers[example.qas_id] = text if start >= 0 else ""

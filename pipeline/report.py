@@ -96,8 +96,8 @@ def _evaluation_section(root, record):
     evaluation = _load_history(record.get("outputs", {}).get("evaluation")) or {}
     blessing = evaluation.get("blessing", {})
     task = evaluation.get("task", "")
-    lines = [f"## Evaluation (held-out test split, scored by the exported SavedModel{', ' + task if task else ''})",
-             ""]
+    title = "## Evaluation (held-out test split, scored by the exported SavedModel)"
+    lines = [title if not task else title[:-1] + f", task {task})", ""]
     if blessing:
         lines += [f"Blessing: **{'blessed' if blessing['blessed'] else 'not blessed'}**: "
                   f"{blessing['metric']} {_number(blessing['value'])} vs the "
@@ -132,8 +132,8 @@ def _evaluation_section(root, record):
         lines += [f"| {t} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | "
                   f"{v['support']} |" for t, v in per_type.items()]
         lines.append("")
-        name = _plot_bars({t: v["f1"] for t, v in per_type.items()}, "Entity F1 per type (test split)",
-                          os.path.join(root, "entity_f1.png"))
+        name = _plot_bars({t: v["f1"] for t, v in per_type.items()},
+                          "Entity F1 per type (test split)", os.path.join(root, "entity_f1.png"))
         lines += [f"![Entity F1 per type]({name})", ""]
     return lines
 

@@ -99,9 +99,9 @@ def _vocab(config, beam_args, upstream, out):
     if config.init:
         given = os.path.join(config.init, "vocab.txt")
     # A given vocabulary (or the --init checkpoint's) is copied, not learnt from the corpus.
-    spec = vocab.VocabSpec(output_dir=out, vocab_file=given,
-                           input_pattern=None if given else upstream["ExampleGen"]["outputs"]["documents"], vocab_size=config.vocab_size,
-                           do_lower_case=config.do_lower_case)
+    documents = None if given else upstream["ExampleGen"]["outputs"]["documents"]
+    spec = vocab.VocabSpec(output_dir=out, input_pattern=documents, vocab_file=given,
+                           vocab_size=config.vocab_size, do_lower_case=config.do_lower_case)
     path = vocab.run(spec, _beam_args(beam_args))
     size = sum(1 for _ in open(path, encoding="utf-8"))
     return {"vocab": path}, {"vocab_size": size}
