@@ -17,9 +17,6 @@ INSTALL_REQUIRES = [
     "matplotlib>=3.8,<4",
     # PyYAML: `--config pipeline.yaml` (already a dependency of apache-beam).
     "pyyaml>=6",
-    # SciPy: the standard implementation of Pearson/Spearman (scipy.stats), for the
-    # regression metrics Evaluate reports (already pinned in requirements.lock).
-    "scipy>=1.11,<2",
 ]
 
 EXTRAS_REQUIRE = {
