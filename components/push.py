@@ -1,19 +1,23 @@
 """Push stage: copy a blessed export into the serving base path as a new version.
 
-Only a model whose Evaluate marker says BLESSED is pushed. The new version number is
-one past the newest already served, and the copy is published by an atomic rename so a
-polling model server never loads a half-copied folder.
+Push reads two artifacts: the SavedModel that Export wrote and the blessing that
+Evaluate wrote for it (`blessing.json`, see `components.evaluate`). It pushes only when
+the blessing says blessed **and** names this very export, so a model that was not
+evaluated, or evaluated under another path, is never served. The new version number
+is one past the newest already served, and the copy is published by an atomic rename
+so a polling model server never loads a half-copied folder.
 """
 
 import dataclasses
 import os
 import shutil
 
+from components.evaluate import EvaluationError, read_blessing
 from keras_bert.export import next_version
 
 
 class PushError(ValueError):
-    """The export or blessing to push is missing."""
+    """The export or blessing to push is missing or does not match."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,24 +26,34 @@ class PushSpec:
 
     Args:
         export_dir: the exported version folder (holding saved_model.pb).
-        evaluation_dir: the Evaluate output folder (holding BLESSED or NOT_BLESSED).
+        blessing: Evaluate's `blessing.json` for that export.
         serving_base: the model server's base path for this model (`.../<model_name>`).
     """
 
     export_dir: str
-    evaluation_dir: str
+    blessing: str
     serving_base: str
 
 
 def run(spec):
-    """Pushes if blessed; returns {"pushed": bool, "version": int|None, "path": str|None}."""
+    """Pushes if blessed; returns {"pushed": bool, "version": int|None, "path": str|None}.
+
+    Raises:
+        PushError: no SavedModel, no readable blessing, or a blessing of another model.
+    """
     if not os.path.exists(os.path.join(spec.export_dir, "saved_model.pb")):
         raise PushError(f"{spec.export_dir}: no saved_model.pb to push")
-    blessed = os.path.exists(os.path.join(spec.evaluation_dir, "BLESSED"))
-    if not blessed:
-        if not os.path.exists(os.path.join(spec.evaluation_dir, "NOT_BLESSED")):
-            raise PushError(f"{spec.evaluation_dir}: no blessing decision (run Evaluate first)")
-        print(f"[Push] model not blessed; nothing pushed to {spec.serving_base}", flush=True)
+    try:
+        blessing = read_blessing(spec.blessing)
+    except EvaluationError as e:
+        raise PushError(str(e)) from None
+    if os.path.abspath(blessing["model"]) != os.path.abspath(spec.export_dir):
+        raise PushError(f"{spec.blessing} blesses {blessing['model']}, not the export to push "
+                        f"{os.path.abspath(spec.export_dir)}")
+    if not blessing["blessed"]:
+        print(f"[Push] model not blessed ({blessing.get('metric')} {blessing.get('value')} vs "
+              f"{blessing.get('baseline')} {blessing.get('baseline_value')}); nothing pushed to "
+              f"{spec.serving_base}", flush=True)
         return {"pushed": False, "version": None, "path": None}
     os.makedirs(spec.serving_base, exist_ok=True)
     version = next_version(spec.serving_base)

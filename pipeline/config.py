@@ -22,8 +22,12 @@ class PipelineConfig:
     Args:
         pipeline_root: folder of all artifacts. Defaults to "runs/default".
         corpus: glob of corpus files; None builds the embedded default. Defaults to None.
-        task: fine-tuning task (classification, pair, regression). Defaults to "classification".
-        train, dev, test: task files (TSV/CSV/JSONL); None uses the default task.
+        task: fine-tuning task, one of `keras_bert.tasks.TASKS`: classification, pair,
+            regression, ner, squad1, squad2. Defaults to "classification".
+        train, dev, test: task files in any format TaskData reads (TSV/CSV/JSONL text
+            tasks, CoNLL-2003 or JSONL for ner, SQuAD JSON for squad1/squad2); train
+            and dev go together, test defaults to dev. None uses the embedded default
+            (a classification task), which only `task=classification` can.
         init: a pre-trained checkpoint folder (HF, original or ours); skips pre-training.
         vocab: a given vocab.txt instead of learning one. Defaults to None.
         vocab_size: size of a learned vocabulary. Defaults to 8000.
@@ -47,7 +51,9 @@ class PipelineConfig:
         data_fraction: share of the default data to use (small slices for tests). Defaults to 1.0.
         model_name: served model name. Defaults to "bert_classifier".
         serving_base: serving model base path. Defaults to `<pipeline_root>/serving`.
-        bless_margin: accuracy the model must beat the majority baseline by. Defaults to 0.0.
+        bless_margin: how much the model's test metric must beat the task's trivial
+            baseline by, in that metric's units (accuracy, MSE, entity F1, SQuAD F1 in
+            percent; see `components.evaluate.BLESSING`). Defaults to 0.0.
         force: rerun this stage and every later one. Defaults to None.
         serve_check: start the model server and send one gRPC request at the end. Defaults to True.
     """
@@ -85,12 +91,17 @@ class PipelineConfig:
     serve_check: bool = True
 
     def __post_init__(self):
-        if self.task not in ("classification", "pair"):
-            raise PipelineConfigError(
-                f"--task {self.task}: the pipeline's Evaluate/Export stages handle classification "
-                "and pair tasks; run components.finetune directly for regression, ner or squad")
         if bool(self.train) != bool(self.dev):
             raise PipelineConfigError("--train and --dev go together")
+        if self.test and not self.train:
+            raise PipelineConfigError("--test needs --train and --dev (the embedded default "
+                                      "task has its own test split)")
+        if self.task != "classification" and not self.train:
+            raise PipelineConfigError(f"--task {self.task} needs --train and --dev (and "
+                                      "--test): the embedded default is a classification task")
+        from keras_bert.tasks import TASKS  # (imports TensorFlow: after the cheap checks)
+        if self.task not in TASKS:
+            raise PipelineConfigError(f"--task {self.task}: expected one of {', '.join(TASKS)}")
         if not 0 < self.data_fraction <= 1:
             raise PipelineConfigError(f"data_fraction must be in (0, 1], got {self.data_fraction}")
         if self.mixed_precision not in ("none", "bfloat16", "float16"):

@@ -40,6 +40,104 @@ def _plot(history, keys, title, path):
     return os.path.basename(path)
 
 
+def _number(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _plot_confusion(matrix, labels, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    n = len(labels)
+    size = max(3.5, 0.5 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    image = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(n), labels, rotation=45, ha="right")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    ax.set_title("Confusion matrix (test split)")
+    top = max((max(row) for row in matrix), default=0)
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            ax.text(j, i, str(count), ha="center", va="center",
+                    color="white" if top and count > top / 2 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return os.path.basename(path)
+
+
+def _plot_bars(values, title, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = list(values)
+    fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(names) + 2), 3.5))
+    ax.bar(names, [values[n] for n in names], color="tab:blue")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("F1")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return os.path.basename(path)
+
+
+def _evaluation_section(root, record):
+    """The test-split metrics, the blessing, per-class/per-type tables and plots."""
+    metrics = record.get("metrics", {})
+    if not metrics:
+        return []
+    evaluation = _load_history(record.get("outputs", {}).get("evaluation")) or {}
+    blessing = evaluation.get("blessing", {})
+    task = evaluation.get("task", "")
+    title = "## Evaluation (held-out test split, scored by the exported SavedModel)"
+    lines = [title if not task else title[:-1] + f", task {task})", ""]
+    if blessing:
+        lines += [f"Blessing: **{'blessed' if blessing['blessed'] else 'not blessed'}**: "
+                  f"{blessing['metric']} {_number(blessing['value'])} vs the "
+                  f"{blessing['baseline']} baseline {_number(blessing['baseline_value'])} "
+                  f"({'higher' if blessing.get('higher_is_better', True) else 'lower'} is better, "
+                  f"margin {blessing.get('margin', 0)}).", ""]
+    model, baseline = evaluation.get("metrics", {}), evaluation.get("baseline", {})
+    shown = [k for k, v in model.items() if isinstance(v, (int, float)) or v is None]
+    if shown:
+        lines += ["| metric | model | baseline |", "| --- | --- | --- |"]
+        lines += [f"| {k} | {_number(model[k])} | {_number(baseline.get(k, ''))} |" for k in shown]
+        lines.append("")
+    else:  # no evaluation.json: the record's flat numbers
+        lines += ["| metric | value |", "| --- | --- |"]
+        lines += [f"| {k} | {_number(v)} |" for k, v in metrics.items() if k != "seconds"]
+        lines.append("")
+    per_class = model.get("per_class")
+    if per_class:
+        lines += ["Per class:", "", "| class | precision | recall | F1 | support |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {c} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | "
+                  f"{v['support']} |" for c, v in per_class.items()]
+        lines.append("")
+    matrix, labels = model.get("confusion_matrix"), evaluation.get("labels")
+    if matrix and labels:
+        name = _plot_confusion(matrix, labels, os.path.join(root, "confusion_matrix.png"))
+        lines += [f"![Confusion matrix]({name})", ""]
+    per_type = model.get("per_type")
+    if per_type:
+        lines += ["Per entity type:", "", "| type | precision | recall | F1 | support |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {t} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | "
+                  f"{v['support']} |" for t, v in per_type.items()]
+        lines.append("")
+        name = _plot_bars({t: v["f1"] for t, v in per_type.items()},
+                          "Entity F1 per type (test split)", os.path.join(root, "entity_f1.png"))
+        lines += [f"![Entity F1 per type]({name})", ""]
+    return lines
+
+
 def write_report(config, records):
     """Writes `<pipeline_root>/report.md` (+ PNGs) and returns its path."""
     root = config.pipeline_root
@@ -71,16 +169,7 @@ def write_report(config, records):
         lines += [f"![{title}]({name})" for title, name in plots]
         lines.append("")
 
-    evaluation = records.get("Evaluate", {}).get("metrics", {})
-    if evaluation:
-        lines += ["## Evaluation (held-out test set)", "", "| metric | value |", "| --- | --- |"]
-        for key in ("examples", "accuracy", "macro_f1", "matthews_corrcoef",
-                    "majority_baseline_accuracy", "blessed"):
-            if key in evaluation:
-                value = evaluation[key]
-                lines.append(f"| {key} | {value:.4f} |" if isinstance(value, float) and not
-                             isinstance(value, bool) else f"| {key} | {value} |")
-        lines.append("")
+    lines += _evaluation_section(root, records.get("Evaluate", {}))
 
     push = records.get("Push", {}).get("outputs", {})
     if push:
@@ -91,7 +180,7 @@ def write_report(config, records):
                       "Start a server and query it:", "", "```",
                       f"python -m serving.server --port 8500 --rest_api_port 8501 "
                       f"--model_name {config.model_name} --model_base_path {base}",
-                      client_command(config, 8500), "```", ""]
+                      client_command(config, 8500, records), "```", ""]
         else:
             lines += ["The model was not blessed, so nothing was pushed.", ""]
     path = os.path.join(root, "report.md")

@@ -4,12 +4,23 @@ import json
 import os
 
 SAMPLE = "Return a new event loop and run the coroutine until it completes."
+QUESTION = "What does it run?"  # span QA: asked about SAMPLE as the context
 
 
-def client_command(config, port):
+def sample_inputs(config, records):
+    """(texts, texts_b or None) of the one request for this task's served model."""
+    pair = records.get("Export", {}).get("outputs", {}).get("pair", config.task == "pair")
+    if config.task in ("squad1", "squad2"):
+        return [QUESTION], [SAMPLE]
+    return [SAMPLE], ([SAMPLE] if pair else None)
+
+
+def client_command(config, port, records=None):
     """The shell command a user runs to query the served model."""
+    texts, texts_b = sample_inputs(config, records or {})
+    second = f" --text_b \"{texts_b[0]}\"" if texts_b else ""
     return (f"python -m serving.client --server localhost:{port} --model {config.model_name} "
-            f"\"{SAMPLE}\"")
+            f"\"{texts[0]}\"{second}")
 
 
 def query_once(config, records):
@@ -21,11 +32,13 @@ def query_once(config, records):
     server = ServerProcess([f"--model_name={config.model_name}", f"--model_base_path={base}"])
     server.start(timeout_s=300)
     try:
-        result = client.predict_text(server.grpc_target, config.model_name, [SAMPLE])
-        print(f"[Serve] gRPC Predict {SAMPLE!r} ->\n{json.dumps(client.to_json(result), indent=2)}",
+        texts, texts_b = sample_inputs(config, records)
+        result = client.predict_text(server.grpc_target, config.model_name, texts, texts_b)
+        shown = texts[0] if texts_b is None else (texts[0], texts_b[0])
+        print(f"[Serve] gRPC Predict {shown!r} ->\n{json.dumps(client.to_json(result), indent=2)}",
               flush=True)
         print(f"[Serve] to query it yourself while a server runs: "
-              f"{client_command(config, server.grpc_port)}", flush=True)
+              f"{client_command(config, server.grpc_port, records)}", flush=True)
         return client.to_json(result)
     finally:
         code = server.stop()

@@ -6,7 +6,9 @@ them for caching and hands the stage its own output folder.
 """
 
 import dataclasses
+import json
 import os
+import shutil
 import sys
 
 from pipeline.store import file_fingerprint
@@ -35,6 +37,10 @@ class Stage:
         if self.name == "ExampleGen" and not config.corpus:
             out["default_corpus"] = {"uri": "python-stdlib", "python": sys.version.split()[0]}
         return out
+
+
+class PipelineStageError(RuntimeError):
+    """An upstream stage's record lacks what this stage needs."""
 
 
 def _code_version():
@@ -92,9 +98,10 @@ def _vocab(config, beam_args, upstream, out):
     given = config.vocab
     if config.init:
         given = os.path.join(config.init, "vocab.txt")
-    spec = vocab.VocabSpec(output_dir=out, input_pattern=upstream["ExampleGen"]["outputs"]["documents"],
-                           vocab_file=given, vocab_size=config.vocab_size,
-                           do_lower_case=config.do_lower_case)
+    # A given vocabulary (or the --init checkpoint's) is copied, not learnt from the corpus.
+    documents = None if given else upstream["ExampleGen"]["outputs"]["documents"]
+    spec = vocab.VocabSpec(output_dir=out, input_pattern=documents, vocab_file=given,
+                           vocab_size=config.vocab_size, do_lower_case=config.do_lower_case)
     path = vocab.run(spec, _beam_args(beam_args))
     size = sum(1 for _ in open(path, encoding="utf-8"))
     return {"vocab": path}, {"vocab_size": size}
@@ -126,48 +133,104 @@ def _pretraining_data(config, beam_args, upstream, out):
     return outputs, metrics
 
 
-# -- Evaluate / Export / Push ---------------------------------------------------------------
+# -- Export / Evaluate / Push ---------------------------------------------------------------
+
+# Pipeline task -> the export task of `keras_bert.export` (its raw-text signature).
+EXPORT_TASKS = {"classification": "classification", "pair": "classification",
+                "regression": "regression", "ner": "token_classification",
+                "squad1": "span_qa", "squad2": "span_qa"}
 
 
-def read_examples(path, task):
-    """Labelled examples of a task file (any format TaskData reads) as dicts."""
-    from components import task_data
-    examples, bad = task_data.read_examples(path, task)
-    if bad:
-        print(f"[Evaluate] {len(bad)} bad record(s) in {path} skipped, first: {bad[0]}", flush=True)
-    return [{"text": e.text, "text_b": e.text_b, "label": str(e.label)} for e in examples]
+def _has_second_segment(records_path, limit=100):
+    """Whether any of the first `limit` TaskData records has segment id 1 (text pairs)."""
+    import tensorflow as tf
+
+    from keras_bert import features
+    if not records_path:
+        return False
+    for raw in tf.data.TFRecordDataset(records_path).take(limit):
+        example = tf.train.Example.FromString(raw.numpy())
+        if any(example.features.feature[features.SEGMENT_IDS].int64_list.value):
+            return True
+    return False
 
 
-def _evaluate(config, beam_args, upstream, out):
-    from components import evaluate
-    ft = upstream["Finetune"]["outputs"]
-    eg = upstream["ExampleGen"]["outputs"]
-    spec = evaluate.EvaluateSpec(
-        model_dir=ft["model_dir"], examples=tuple(read_examples(eg["test"], config.task)),
-        train_labels=tuple(r["label"] for r in read_examples(eg["train"], config.task)),
-        labels=tuple(ft["labels"]), output_dir=out, max_seq_length=config.max_seq_length,
-        margin=config.bless_margin)
-    result = evaluate.run(spec)
-    return {"evaluation": os.path.join(out, "evaluation.json"), "blessed": result["blessed"]}, {
-        k: v for k, v in result.items() if isinstance(v, (int, float, bool))}
+def _finetune_results(ft):
+    path = ft.get("metrics")
+    if not path or not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def _export(config, beam_args, upstream, out):
+    """The fine-tuned checkpoint → a SavedModel with the task's raw-text signature."""
     from keras_bert.checkpoints import load_pretrained
     from keras_bert.export import export_saved_model
     ft = upstream["Finetune"]["outputs"]
+    task = config.task
+    labels = list(ft["labels"]) if task in ("classification", "pair", "ner") else None
+    kwargs = {"task": EXPORT_TASKS[task], "labels": labels}
+    if task == "pair":
+        kwargs["pair"] = True
+    elif task == "regression":
+        # One text or a pair (STS-B): as the training records were built.
+        records = upstream["TaskData"]["outputs"].get("records") or {}
+        kwargs["pair"] = _has_second_segment(records.get("train"))
+    elif task == "squad2":
+        # Finetune tuned the null threshold on dev: answer "" when
+        # null score - best span score > threshold, i.e. the export answers when
+        # best span score > null score - threshold.
+        threshold = _finetune_results(ft).get("null_score_diff_threshold")
+        if threshold is None:
+            raise PipelineStageError("squad2: Finetune recorded no null_score_diff_threshold")
+        kwargs.update(allow_no_answer=True, null_score_threshold=-float(threshold))
     bert = load_pretrained(ft["model_dir"])
+    # A run that stopped half-way left its version folder behind; versions are immutable.
+    shutil.rmtree(os.path.join(out, config.model_name), ignore_errors=True)
     result = export_saved_model(bert.model, out, config.model_name, bert.vocab_path,
-                                max_seq_length=config.max_seq_length, labels=ft["labels"],
-                                pair=config.task == "pair", version=1)
-    return {"export_dir": result.path, "signatures": list(result.signatures)}, {}
+                                max_seq_length=config.max_seq_length, version=1, **kwargs)
+    return ({"export_dir": result.path, "task": result.task, "signatures": list(result.signatures),
+             "labels": labels, "pair": bool(kwargs.get("pair") or task.startswith("squad")),
+             "null_score_threshold": kwargs.get("null_score_threshold")},
+            {"signatures": len(result.signatures)})
+
+
+def _train_label_counts(task_data_outputs):
+    """{label: count} of the train split, from TaskData's statistics."""
+    path = task_data_outputs.get("stats")
+    if not path or not os.path.exists(path):
+        raise PipelineStageError("TaskData recorded no statistics file (outputs.stats)")
+    with open(path, encoding="utf-8") as f:
+        stats = json.load(f)
+    return dict(stats["splits"]["train"]["label_counts"])
+
+
+def _evaluate(config, beam_args, upstream, out):
+    """Scores the exported SavedModel on the test split; writes the blessing."""
+    from components import evaluate
+    export = upstream["Export"]["outputs"]
+    counts = (_train_label_counts(upstream["TaskData"]["outputs"])
+              if config.task in ("classification", "pair", "regression") else None)
+    spec = evaluate.EvaluateSpec(
+        export_dir=export["export_dir"], task=config.task,
+        test=upstream["ExampleGen"]["outputs"]["test"], output_dir=out,
+        labels=tuple(export["labels"]) if export.get("labels") else None,
+        train_label_counts=counts, margin=config.bless_margin)
+    result = evaluate.run(spec)
+    return ({"evaluation": os.path.join(out, evaluate.EVALUATION_FILE),
+             "blessing": os.path.join(out, evaluate.BLESSING_FILE),
+             "predictions": os.path.join(out, evaluate.PREDICTIONS_FILE),
+             "model": export["export_dir"], "blessed": result["blessing"]["blessed"]},
+            evaluate.flat_metrics(result))
 
 
 def _push(config, beam_args, upstream, out):
+    """Copies the export into the serving base path if Evaluate blessed it."""
     from components import push
     result = push.run(push.PushSpec(
         export_dir=upstream["Export"]["outputs"]["export_dir"],
-        evaluation_dir=os.path.join(config.pipeline_root, "Evaluate", "output"),
+        blessing=upstream["Evaluate"]["outputs"]["blessing"],
         serving_base=os.path.join(config.serving_base_path, config.model_name)))
     return result, {"pushed": result["pushed"], "version": result["version"] or 0}
 
@@ -206,8 +269,8 @@ def plan(config):
         Stage("Finetune", tuple(dict.fromkeys(("ExampleGen", "TaskData", encoder_stage, "Vocab"))),
               _FT, _finetune,
               lambda c: {"init": c.init}),
-        Stage("Evaluate", ("Finetune", "ExampleGen"), ("bless_margin", "max_seq_length"), _evaluate),
-        Stage("Export", ("Finetune",), ("model_name", "max_seq_length", "task"), _export),
+        Stage("Export", ("Finetune", "TaskData"), ("model_name", "max_seq_length", "task"), _export),
+        Stage("Evaluate", ("Export", "TaskData", "ExampleGen"), ("task", "bless_margin"), _evaluate),
         Stage("Push", ("Export", "Evaluate"), ("model_name", "serving_base"), _push),
     ]
     return stages

@@ -56,7 +56,7 @@ def _task_data(config, beam_args, upstream, out):
     metrics = {f"{split}_records": s["records"] for split, s in stats["splits"].items()}
     metrics["bad_records"] = stats["bad_records_total"]
     return {"records": {split: s["path"] for split, s in stats["splits"].items()},
-            "labels": labels, "labels_path": labels_path}, metrics
+            "labels": labels, "labels_path": labels_path, "stats": spec.stats_path}, metrics
 
 
 def _finetune(config, beam_args, upstream, out):
