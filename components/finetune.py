@@ -584,8 +584,8 @@ def _read_bytes(path):
         return f.read()
 
 
-def _check_records(spec, records, pretrained):
-    """The records must be of this task, length and label set, tokenised as the model."""
+def _check_records(spec, records):
+    """The records must be of this task, length and label set, with train and dev."""
     if records.task != spec.task:
         raise FinetuneError(f"{records.folder}: TaskData records are for task {records.task!r}, "
                             f"not {spec.task!r}")
@@ -603,6 +603,10 @@ def _check_records(spec, records, pretrained):
                 f"{records.folder}: no usable {split} records "
                 f"({records.stats.get('bad_records_total', 0)} bad record(s), e.g. "
                 f"{(records.bad_records() or ['-'])[0]})")
+
+
+def _check_tokenizer(spec, records, pretrained):
+    """The records must be tokenised with the model's vocabulary (and casing)."""
     vocab = records.spec.get("vocab_path")
     if vocab and os.path.exists(vocab) and pretrained.vocab_path:
         if _read_bytes(vocab) != _read_bytes(pretrained.vocab_path):
@@ -652,6 +656,7 @@ def _run(spec, folder):
     os.makedirs(spec.output_dir, exist_ok=True)
     keras.utils.set_random_seed(spec.seed)
     records = task_records.TaskRecords.open(folder)
+    _check_records(spec, records)
     task = make_task(spec)
     task.set_labels(records.labels, folder)
 
@@ -669,7 +674,7 @@ def _run(spec, folder):
                             f"max_position_embeddings {config.max_position_embeddings}")
     if pretrained.vocab_path is None:
         raise FinetuneError(f"{spec.init}: no vocab.txt beside the checkpoint")
-    _check_records(spec, records, pretrained)
+    _check_tokenizer(spec, records, pretrained)
     print(f"[{STAGE}] loaded {pretrained.report.summary()}", flush=True)
 
     def predict_input(split):
