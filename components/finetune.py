@@ -42,15 +42,15 @@ Outputs (under `--output`), from the best epoch:
 - `metrics.json`: dev metrics of the best epoch, a trivial baseline on the same dev
   set (majority class, mean value, all `O`, no answer), per-epoch history, bad
   records, example counts, the load report and the spec;
-- with `--test` (or a test split in `--task_data_dir`): the test split scored once with the best epoch's weights (SQuAD 2.0
-  at dev's null threshold): `test` and `test_baseline` in `metrics.json`, and the
-  same prediction files prefixed `test_`.
+- with `--test` (or a test split in `--task_data_dir`): the test split scored once
+  with the best epoch's weights (SQuAD 2.0 at dev's null threshold): `test` and
+  `test_baseline` in `metrics.json`, and the same prediction files prefixed `test_`.
 
 Example:
     python -m components.finetune --task pair --train MRPC/train.tsv --dev MRPC/dev.tsv \\
         --text_column "#1 String" --text_b_column "#2 String" --label_column Quality \\
         --init uncased_L-12_H-768_A-12 --output out/mrpc --epochs 3 --learning_rate 2e-5
-    python -m components.finetune --task pair --task_data_dir out/mrpc_task_data \
+    python -m components.finetune --task pair --task_data_dir out/mrpc_task_data \\
         --init uncased_L-12_H-768_A-12 --output out/mrpc --epochs 3 --learning_rate 2e-5
 """
 
@@ -196,7 +196,7 @@ class FinetuneSpec:
 
 
 # --------------------------------------------------------------------------------------
-# Task families: examples → arrays, predictions → metrics and records.
+# Task families: sidecar → examples, predictions → metrics and records.
 
 
 def _softmax(logits):

@@ -140,8 +140,9 @@ def text_example(meta):
 
 def tagged_example(meta, max_seq_length):
     """Sidecar entry → (`tasks.TaggedExample`, its `tasks.TokenWindow`s without features)."""
+    tags = meta.get("tags")
     example = tasks.TaggedExample(guid=meta["guid"], words=tuple(meta["words"]),
-                                  tags=tuple(meta["tags"]) if meta.get("tags") is not None else None)
+                                  tags=tuple(tags) if tags is not None else None)
     windows = [tasks.TokenWindow(features=None,
                                  word_ids=_pad(w["word_ids"], max_seq_length, -1),
                                  owned=_pad([bool(o) for o in w["owned"]], max_seq_length, False))
