@@ -176,3 +176,17 @@ def test_spec_takes_records_or_raw_files(tmp_path):
     assert (spec.task_data_dir, spec.train, spec.shuffle_buffer) == ("d", None, 64)
     with pytest.raises(task_records.TaskRecordsError, match="task_data_stats.json"):
         task_records.TaskRecords.open(str(tmp_path))
+
+
+def test_parsers_and_finetune_need_no_beam():
+    """Parsing task files and fine-tuning from records import no Beam (only the
+    conversion of raw files runs the TaskData job)."""
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[2]  # `python -c` puts the cwd first
+    code = ("import sys, components.task_files, components.task_records, components.finetune; "
+            "sys.exit(1 if 'apache_beam' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=root,
+                          capture_output=True).returncode == 0
