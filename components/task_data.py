@@ -48,9 +48,8 @@ from components import task_records
 # from here for callers of the stage module.
 from components.task_files import (  # noqa: F401
     BAD_RECORD_KINDS, FORMATS, LABELS_FILE, TAG_SCHEMES, BadRecord, ReadOptions, SquadRecord,
-    TaskDataError,
-    add_read_arguments, example_labels, infer_labels, parse_file, read_examples, read_labels,
-    read_options_from_args, write_labels)
+    TaskDataError, add_read_arguments, example_labels, infer_labels, parse_file, read_examples,
+    read_labels, read_options_from_args, write_labels)
 from keras_bert import features as F
 from keras_bert import tasks
 
