@@ -63,7 +63,7 @@ def _task_data(config, beam_args, upstream, out):
     return {"task_data_dir": out,
             "records": {split: s["path"] for split, s in stats["splits"].items()},
             "sidecars": {split: spec.sidecar_path(split) for split in stats["splits"]},
-            "labels": labels, "labels_path": labels_path}, metrics
+            "labels": labels, "labels_path": labels_path, "stats": spec.stats_path}, metrics
 
 
 def _finetune(config, beam_args, upstream, out):
