@@ -2,10 +2,15 @@
 
 Tasks (`--task`): `classification` (one text), `pair` (two texts), `regression` (one or
 two texts, float target), `ner` (CoNLL-2003 or JSONL words/tags), `squad1`, `squad2`.
-Train and dev files are read as `components.task_data` reads them (same formats,
-column flags and bad-record rules; bad records are counted, reported with their
-location in `metrics.json`, and skipped) and turned into features with
-`keras_bert.tasks`.
+The input is TaskData's output (`--task_data_dir`, `components.task_records`): the
+train records stream through `tf.data` (TFRecordDataset → shuffle within
+`--shuffle_buffer` records → batch → parse), so a task file larger than memory
+trains; dev and test records are predicted in file order and mapped back to text
+with the sidecar TaskData writes beside them. Raw files (`--train`, `--dev`,
+`--test`, with `components.task_files`' formats and column flags) are first
+converted by the TaskData job itself, on the DirectRunner, into a temporary folder
+under `--output`. Bad records are counted by TaskData and reported with their
+location in `metrics.json`.
 
 Training: the encoder is loaded from `--init` with `checkpoints.load_pretrained`
 (a Hugging Face, original TF1 or our own folder; a task head it lacks starts fresh),
@@ -37,13 +42,15 @@ Outputs (under `--output`), from the best epoch:
 - `metrics.json`: dev metrics of the best epoch, a trivial baseline on the same dev
   set (majority class, mean value, all `O`, no answer), per-epoch history, bad
   records, example counts, the load report and the spec;
-- with `--test`: the test split scored once with the best epoch's weights (SQuAD 2.0
-  at dev's null threshold): `test` and `test_baseline` in `metrics.json`, and the
-  same prediction files prefixed `test_`.
+- with `--test` (or a test split in `--task_data_dir`): the test split scored once
+  with the best epoch's weights (SQuAD 2.0 at dev's null threshold): `test` and
+  `test_baseline` in `metrics.json`, and the same prediction files prefixed `test_`.
 
 Example:
     python -m components.finetune --task pair --train MRPC/train.tsv --dev MRPC/dev.tsv \\
         --text_column "#1 String" --text_b_column "#2 String" --label_column Quality \\
+        --init uncased_L-12_H-768_A-12 --output out/mrpc --epochs 3 --learning_rate 2e-5
+    python -m components.finetune --task pair --task_data_dir out/mrpc_task_data \\
         --init uncased_L-12_H-768_A-12 --output out/mrpc --epochs 3 --learning_rate 2e-5
 """
 
@@ -54,12 +61,13 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
 import warnings
 
 import numpy as np
 
-from components import task_data
+from components import task_files, task_records
 from keras_bert import features as F
 from keras_bert import metrics as metrics_lib
 from keras_bert import tasks
@@ -81,15 +89,23 @@ class FinetuneError(ValueError):
 class FinetuneSpec:
     """The Finetune stage; fields are the CLI flags of the same names.
 
+    The input is either TaskData's output folder (`task_data_dir`) or raw task
+    files (`train`, `dev`, optional `test`), which `run` converts with TaskData
+    first; `max_query_length`, `doc_stride`, `labels` and `read` are used by that
+    conversion only.
+
     Attributes:
         task: one of `keras_bert.tasks.TASKS`.
-        train: train file.
-        dev: dev file (model selection, predictions, metrics).
-        test: test file, scored once with the best dev epoch's weights (SQuAD 2.0
-            with dev's null threshold); None for none. Defaults to None.
         init: pre-trained checkpoint folder (HF, original TF1 or ours).
         output_dir: where `best/`, predictions and `metrics.json` go.
-        max_seq_length: tokens per sequence. Defaults to 128.
+        train: raw train file. Defaults to None.
+        dev: raw dev file (model selection, predictions, metrics). Defaults to None.
+        test: raw test file, scored once with the best dev epoch's weights (SQuAD 2.0
+            with dev's null threshold); None for none. Defaults to None.
+        task_data_dir: TaskData's output folder (records, sidecars, labels,
+            statistics) instead of raw files; its test split, if any, is scored as
+            `test` is. Defaults to None.
+        max_seq_length: tokens per sequence (must be the records'). Defaults to 128.
         max_query_length: SQuAD question tokens kept. Defaults to 64.
         doc_stride: tokens between window starts (SQuAD, long NER sentences).
             Defaults to 128.
@@ -113,18 +129,21 @@ class FinetuneSpec:
         max_answer_length: longest SQuAD answer in tokens. Defaults to 30.
         labels: the label set (classification/pair/ner); None takes the train
             split's. Defaults to None.
-        read: `components.task_data.ReadOptions`. Defaults to ReadOptions().
+        read: `components.task_files.ReadOptions`. Defaults to ReadOptions().
+        shuffle_buffer: training records in the shuffle window (all of them when
+            there are fewer). Defaults to 100000.
         steps_per_execution: batches per compiled call. Defaults to 1.
         jit_compile: compile the train step with XLA. Defaults to False.
         verbose: Keras progress output (0, 1 or 2). Defaults to 2.
     """
 
     task: str
-    train: str
-    dev: str
     init: str
     output_dir: str
+    train: str = None
+    dev: str = None
     test: str = None
+    task_data_dir: str = None
     max_seq_length: int = 128
     max_query_length: int = 64
     doc_stride: int = 128
@@ -144,7 +163,8 @@ class FinetuneSpec:
     n_best_size: int = 20
     max_answer_length: int = 30
     labels: tuple = None
-    read: task_data.ReadOptions = task_data.ReadOptions()
+    read: task_files.ReadOptions = task_files.ReadOptions()
+    shuffle_buffer: int = 100_000
     steps_per_execution: int = 1
     jit_compile: bool = False
     verbose: int = 2
@@ -156,6 +176,14 @@ class FinetuneSpec:
             raise FinetuneError("epochs and batch_size must be >= 1")
         if not 0.0 <= self.warmup_proportion < 1.0:
             raise FinetuneError(f"warmup_proportion must be in [0, 1); got {self.warmup_proportion}")
+        if self.task_data_dir and (self.train or self.dev or self.test):
+            raise FinetuneError("give either task_data_dir (TaskData's records) or raw "
+                                "train/dev/test files, not both")
+        if not self.task_data_dir and not (self.train and self.dev):
+            raise FinetuneError("need task_data_dir (TaskData's records) or raw train and dev "
+                                "files")
+        if self.shuffle_buffer < 1:
+            raise FinetuneError(f"shuffle_buffer must be >= 1; got {self.shuffle_buffer}")
         if self.early_stopping_patience < 0:
             raise FinetuneError("early_stopping_patience must be >= 0")
         from keras_bert.optimization import OPTIMIZERS
@@ -168,11 +196,7 @@ class FinetuneSpec:
 
 
 # --------------------------------------------------------------------------------------
-# Task families: examples → arrays, predictions → metrics and records.
-
-
-def _stack(rows, names, dtype=np.int32):
-    return {name: np.asarray([row[name] for row in rows], dtype=dtype) for name in names}
+# Task families: sidecar → examples, predictions → metrics and records.
 
 
 def _softmax(logits):
@@ -206,33 +230,27 @@ class _TextTask:
     def head_kwargs(self):
         return {"num_classes": 1 if self.regression else len(self.labels)}
 
-    def set_labels(self, train_examples):
-        if self.regression:
-            self.labels = None
-        elif self.spec.labels is not None:
-            self.labels = list(self.spec.labels)
-        else:
-            self.labels = task_data.infer_labels(self.spec.task, [e.label for e in train_examples])
+    def set_labels(self, labels, source):
+        self.labels = None if self.regression else list(labels or [])
         if self.labels is not None and len(self.labels) < 2:
-            raise FinetuneError(f"{self.spec.train}: classification needs at least 2 labels; "
+            raise FinetuneError(f"{source}: classification needs at least 2 labels; "
                                 f"found {self.labels}")
 
-    def convert(self, examples, tokenizer, bad, split):
-        label_map = None if self.regression else {l: i for i, l in enumerate(self.labels)}
-        rows, kept = [], []
-        for example in examples:
-            try:
-                rows.append(tasks.text_features(example, tokenizer, self.spec.max_seq_length, label_map))
-                kept.append(example)
-            except tasks.TaskInputError as e:
-                bad.append(task_data.BadRecord(
-                    "invalid_label" if self.regression else "unknown_label", f"[{split}] {example.guid}",
-                    str(e)))
-        x = _stack(rows, F.ENCODER_INPUTS)
-        dtype = np.float32 if self.regression else np.int32
-        y = np.asarray([row[F.LABEL_IDS] for row in rows], dtype=dtype).reshape(
-            (-1, 1) if self.regression else (-1,))
-        return {"x": x, "y": {"logits": y}, "examples": kept, "num_features": len(rows)}
+    def _gold(self, examples):
+        if self.regression:
+            return np.asarray([[float(e.label)] for e in examples], np.float32).reshape(-1, 1)
+        label_map = {l: i for i, l in enumerate(self.labels)}
+        return np.asarray([label_map[e.label] for e in examples], np.int32).reshape(-1)
+
+    def load(self, records, split):
+        """The split's examples from its sidecar (prediction and scoring)."""
+        examples = [task_records.text_example(m) for m in records.read_sidecar(split)]
+        return {"examples": examples, "y": {"logits": self._gold(examples)},
+                "num_features": len(examples)}
+
+    def train_targets(self, records):
+        """The train split's targets (for the baseline), streamed from its records."""
+        return {"y": {"logits": _record_labels(records, "train", self.regression)}}
 
     def compile_args(self):
         import keras
@@ -290,33 +308,23 @@ class _TaggingTask:
     def head_kwargs(self):
         return {"num_classes": len(self.labels)}
 
-    def set_labels(self, train_examples):
-        if self.spec.labels is not None:
-            self.labels = list(self.spec.labels)
-        else:
-            self.labels = task_data.infer_labels(
-                "ner", [t for e in train_examples for t in e.tags])
+    def set_labels(self, labels, source):
+        self.labels = list(labels or [])
         if "O" not in self.labels:
-            raise FinetuneError(f"{self.spec.train}: the tag set {self.labels} has no 'O'")
+            raise FinetuneError(f"{source}: the tag set {self.labels} has no 'O'")
 
-    def convert(self, examples, tokenizer, bad, split):
-        label_map = {l: i for i, l in enumerate(self.labels)}
-        rows, kept, windows = [], [], []
-        for example in examples:
-            try:
-                w = tasks.tagged_features(example, tokenizer, self.spec.max_seq_length, label_map,
-                                          self.spec.doc_stride)
-            except tasks.TaskInputError as e:
-                bad.append(task_data.BadRecord("unknown_label", f"[{split}] {example.guid}", str(e)))
-                continue
-            kept.append(example)
-            windows.append((len(rows), w))
-            rows += [window.features for window in w]
-        x = _stack(rows, F.ENCODER_INPUTS)
-        y = np.asarray([row[F.LABEL_IDS] for row in rows], dtype=np.int32).reshape(
-            -1, self.spec.max_seq_length)
-        return {"x": x, "y": {"logits": y}, "examples": kept, "windows": windows,
-                "num_features": len(rows)}
+    def load(self, records, split):
+        """The split's sentences and their windows from its sidecar."""
+        examples, windows, first = [], [], 0
+        for meta in records.read_sidecar(split):
+            example, w = task_records.tagged_example(meta, records.max_seq_length)
+            examples.append(example)
+            windows.append((first, w))
+            first += len(w)
+        return {"examples": examples, "windows": windows, "num_features": first}
+
+    def train_targets(self, records):
+        return {}
 
     def compile_args(self):
         return {"loss": {"logits": _masked_token_loss}}
@@ -364,29 +372,21 @@ class _SquadTask:
     def head_kwargs(self):
         return {}
 
-    def set_labels(self, train_examples):
+    def set_labels(self, labels, source):
         self.labels = None
 
-    def convert(self, records, tokenizer, bad, split):
-        spec = self.spec
-        rows, kept, groups = [], [], []
-        for record in records:
-            example = record.example
-            try:
-                offsets = tasks.tokenize_with_offsets(tokenizer, example.context)
-                feats = tasks.squad_features(example, tokenizer, spec.max_seq_length,
-                                             spec.doc_stride, spec.max_query_length, offsets)
-            except tasks.TaskInputError as e:
-                bad.append(task_data.BadRecord("untokenizable", f"[{split}] question {example.qas_id}",
-                                               str(e)))
-                continue
-            kept.append(record)
-            groups.append((len(rows), feats, offsets))
-            rows += [f.features for f in feats]
-        x = _stack(rows, F.ENCODER_INPUTS)
-        y = {"start_logits": np.asarray([r[F.START_POSITIONS][0] for r in rows], np.int32),
-             "end_logits": np.asarray([r[F.END_POSITIONS][0] for r in rows], np.int32)}
-        return {"x": x, "y": y, "examples": kept, "groups": groups, "num_features": len(rows)}
+    def load(self, records, split):
+        """The split's questions, windows and context offsets from its sidecar."""
+        examples, groups, first = [], [], 0
+        for meta in records.read_sidecar(split):
+            record, feats, offsets = task_records.squad_example(meta, records.max_seq_length)
+            examples.append(record)
+            groups.append((first, feats, offsets))
+            first += len(feats)
+        return {"examples": examples, "groups": groups, "num_features": first}
+
+    def train_targets(self, records):
+        return {}
 
     def compile_args(self):
         import keras
@@ -511,7 +511,7 @@ def make_dev_callback(task, dev, spec, on_best):
 
         def on_epoch_end(self, epoch, logs=None):
             started = time.time()
-            outputs = self.model.predict(dev["x"], batch_size=spec.eval_batch_size, verbose=0)
+            outputs = self.model.predict(dev["x"], verbose=0)
             metrics, records = task.evaluate(outputs, dev)
             if name not in metrics:
                 raise FinetuneError(f"metric {name!r} is not one of {sorted(metrics)}")
@@ -540,26 +540,93 @@ def make_dev_callback(task, dev, spec, on_best):
     return _DevCallback()
 
 
-def _dataset(x, y, batch_size, seed, shuffle):
+def _record_labels(records, split, regression):
+    """The `label_ids` of a split's records, streamed: (N,) int32 or (N, 1) float32."""
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:
-        ds = ds.shuffle(len(next(iter(x.values()))), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dtype = tf.float32 if regression else tf.int64
+    spec = {F.LABEL_IDS: tf.io.FixedLenFeature([1], dtype)}
+    ds = tf.data.TFRecordDataset(records.records_path(split)).batch(4096).map(
+        lambda s: tf.io.parse_example(s, spec)[F.LABEL_IDS])
+    parts = [batch.numpy() for batch in ds]
+    values = np.concatenate(parts) if parts else np.zeros((0, 1))
+    if regression:
+        return values.astype(np.float32).reshape(-1, 1)
+    return values.astype(np.int32).reshape(-1)
 
 
-def _read_split(path, task_name, options, split, bad):
-    examples, split_bad = task_data.read_examples(path, task_name, options)
-    bad += [task_data.BadRecord(b.kind, f"[{split}] {b.location}", b.message) for b in split_bad]
-    if not examples:
-        raise FinetuneError(f"{path}: no usable {split} examples "
-                            f"({len(split_bad)} bad record(s), e.g. {split_bad[0] if split_bad else '-'})")
-    return examples
+def convert_task_files(spec, output_dir, pipeline_args=None):
+    """Runs TaskData on `spec`'s raw train/dev/test files into `output_dir`.
+
+    The same Beam job as the pipeline's TaskData stage (on the DirectRunner unless
+    `pipeline_args` say otherwise), with the vocabulary and casing of `spec.init`.
+
+    Returns:
+        TaskData's statistics dict.
+    """
+    from components import task_data
+    from keras_bert import checkpoints
+
+    vocab = os.path.join(spec.init, "vocab.txt")
+    if not os.path.exists(vocab):
+        raise FinetuneError(f"{spec.init}: no vocab.txt beside the checkpoint")
+    config, _, _ = checkpoints.read_config(spec.init)
+    print(f"[{STAGE}] converting the task files with TaskData -> {output_dir}", flush=True)
+    return task_data.run(task_data.TaskDataSpec(
+        task=spec.task, train=spec.train, dev=spec.dev, test=spec.test, vocab_path=vocab,
+        output_dir=output_dir, do_lower_case=config.do_lower_case,
+        max_seq_length=spec.max_seq_length, max_query_length=spec.max_query_length,
+        doc_stride=spec.doc_stride, labels=spec.labels, read=spec.read), pipeline_args)
+
+
+def _read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _check_records(spec, records):
+    """The records must be of this task, length and label set, with train and dev."""
+    if records.task != spec.task:
+        raise FinetuneError(f"{records.folder}: TaskData records are for task {records.task!r}, "
+                            f"not {spec.task!r}")
+    if records.max_seq_length != spec.max_seq_length:
+        raise FinetuneError(f"{records.folder}: records have max_seq_length="
+                            f"{records.max_seq_length}; pass --max_seq_length "
+                            f"{records.max_seq_length} (got {spec.max_seq_length})")
+    if spec.labels is not None and records.labels is not None \
+            and list(spec.labels) != list(records.labels):
+        raise FinetuneError(f"{records.folder}: labels {records.labels} differ from the given "
+                            f"labels {list(spec.labels)}")
+    for split in ("train", "dev"):
+        if not records.has_split(split) or not records.num_records(split):
+            raise FinetuneError(
+                f"{records.folder}: no usable {split} records "
+                f"({records.stats.get('bad_records_total', 0)} bad record(s), e.g. "
+                f"{(records.bad_records() or ['-'])[0]})")
+
+
+def _check_tokenizer(spec, records, pretrained):
+    """The records must be tokenised with the model's vocabulary (and casing)."""
+    vocab = records.spec.get("vocab_path")
+    if vocab and os.path.exists(vocab) and pretrained.vocab_path:
+        if _read_bytes(vocab) != _read_bytes(pretrained.vocab_path):
+            raise FinetuneError(f"{records.folder}: the records were tokenised with {vocab}, "
+                                f"which is not the vocabulary of {spec.init}")
+    elif vocab:
+        logger.warning("%s: can't compare the records' vocabulary %s with the model's",
+                       records.folder, vocab)
+    if bool(records.spec.get("do_lower_case")) != bool(pretrained.config.do_lower_case):
+        logger.warning("%s: records made with do_lower_case=%s, the model says %s; training on "
+                       "the records", records.folder, records.spec.get("do_lower_case"),
+                       pretrained.config.do_lower_case)
 
 
 def run(spec):
     """Fine-tunes, keeps the best dev checkpoint, writes predictions and metrics.
+
+    Training and prediction read TaskData's records (`spec.task_data_dir`); raw task
+    files (`spec.train`, `spec.dev`, `spec.test`) are first converted by TaskData into
+    a temporary folder (`convert_task_files`).
 
     Args:
         spec: a `FinetuneSpec`.
@@ -568,23 +635,30 @@ def run(spec):
         The dict written to `metrics.json`.
 
     Example:
-        >>> result = run(FinetuneSpec(task="classification", train="train.jsonl",
-        ...                           dev="dev.jsonl", init="bert/", output_dir="out"))
+        >>> result = run(FinetuneSpec(task="classification", task_data_dir="out/task_data",
+        ...                           init="bert/", output_dir="out/finetune"))
         >>> result["dev"]["accuracy"], result["baseline"]["accuracy"]
     """
+    if spec.task_data_dir:
+        return _run(spec, spec.task_data_dir)
+    os.makedirs(spec.output_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="task_data_", dir=spec.output_dir) as folder:
+        convert_task_files(spec, folder)
+        return _run(spec, folder)
+
+
+def _run(spec, folder):
     import keras
 
-    from keras_bert import checkpoints, distribute, optimization
+    from keras_bert import checkpoints, data, distribute, optimization
 
     started = time.time()
     os.makedirs(spec.output_dir, exist_ok=True)
     keras.utils.set_random_seed(spec.seed)
+    records = task_records.TaskRecords.open(folder)
+    _check_records(spec, records)
     task = make_task(spec)
-    bad = []
-    train_examples = _read_split(spec.train, spec.task, spec.read, "train", bad)
-    dev_examples = _read_split(spec.dev, spec.task, spec.read, "dev", bad)
-    test_examples = _read_split(spec.test, spec.task, spec.read, "test", bad) if spec.test else None
-    task.set_labels(train_examples)
+    task.set_labels(records.labels, folder)
 
     strategy = distribute.get_strategy(spec.strategy)
     dtype = "mixed_bfloat16" if spec.mixed_precision else None
@@ -600,21 +674,32 @@ def run(spec):
                             f"max_position_embeddings {config.max_position_embeddings}")
     if pretrained.vocab_path is None:
         raise FinetuneError(f"{spec.init}: no vocab.txt beside the checkpoint")
-    tokenizer = pretrained.tokenizer()
+    _check_tokenizer(spec, records, pretrained)
     print(f"[{STAGE}] loaded {pretrained.report.summary()}", flush=True)
 
-    train = task.convert(train_examples, tokenizer, bad, "train")
-    dev = task.convert(dev_examples, tokenizer, bad, "dev")
-    test = task.convert(test_examples, tokenizer, bad, "test") if test_examples else None
-    if not train["num_features"] or not dev["num_features"]:
-        raise FinetuneError("no train or dev features left after conversion; see the bad records")
-    steps_per_epoch = math.ceil(train["num_features"] / spec.batch_size)
+    def predict_input(split):
+        return data.task_dataset(records.records_path(split), spec.task, records.max_seq_length,
+                                 spec.eval_batch_size, num_records=records.num_records(split),
+                                 labels=False)
+
+    dev = task.load(records, "dev")
+    dev["x"] = predict_input("dev")
+    test = None
+    if records.has_split("test") and records.num_records("test"):
+        test = task.load(records, "test")
+        test["x"] = predict_input("test")
+    train_size = records.num_records("train")
+    train = {"num_features": train_size, "num_examples": records.num_examples("train"),
+             **task.train_targets(records)}
+    bad = records.bad_records()
+    bad_counts = {k: v for k, v in sorted(records.stats.get("bad_records", {}).items()) if v}
+    steps_per_epoch = math.ceil(train_size / spec.batch_size)
     num_train_steps = steps_per_epoch * spec.epochs
     warmup = int(num_train_steps * spec.warmup_proportion)
-    print(f"[{STAGE}] {spec.task}: {len(train['examples'])} train examples "
-          f"({train['num_features']} features), {len(dev['examples'])} dev examples "
-          f"({dev['num_features']} features), {num_train_steps} steps, {warmup} warm-up; "
-          f"{len(bad)} bad record(s)", flush=True)
+    print(f"[{STAGE}] {spec.task}: {train['num_examples']} train examples "
+          f"({train_size} records), {len(dev['examples'])} dev examples "
+          f"({dev['num_features']} records), {num_train_steps} steps, {warmup} warm-up; "
+          f"{sum(bad_counts.values())} bad record(s); records from {folder}", flush=True)
     for record in bad[:20]:
         logger.warning("bad record %s", record)
 
@@ -626,21 +711,23 @@ def run(spec):
                       jit_compile=spec.jit_compile, **task.compile_args())
 
     best_dir = os.path.join(spec.output_dir, BEST_DIR)
-    labels_path = os.path.join(spec.output_dir, task_data.LABELS_FILE)
+    labels_path = os.path.join(spec.output_dir, task_files.LABELS_FILE)
     if task.labels is not None:
-        task_data.write_labels(task.labels, labels_path)
+        task_files.write_labels(task.labels, labels_path)
     best = {}
 
-    def on_best(epoch, metrics, records, outputs):
-        best.update(epoch=epoch, metrics=metrics, records=records, outputs=outputs,
+    def on_best(epoch, metrics, predictions, outputs):
+        best.update(epoch=epoch, metrics=metrics, records=predictions, outputs=outputs,
                     weights=[np.array(w) for w in model.get_weights()])
         checkpoints.save_pretrained(model, best_dir, format="keras",
                                     vocab_path=pretrained.vocab_path)
         if task.labels is not None:
-            task_data.write_labels(task.labels, os.path.join(best_dir, task_data.LABELS_FILE))
+            task_files.write_labels(task.labels, os.path.join(best_dir, task_files.LABELS_FILE))
 
     callback = make_dev_callback(task, dev, spec, on_best)
-    train_ds = _dataset(train["x"], train["y"], spec.batch_size, spec.seed, shuffle=True)
+    train_ds = data.task_dataset(records.records_path("train"), spec.task, records.max_seq_length,
+                                 spec.batch_size, is_training=True, seed=spec.seed,
+                                 shuffle_buffer=spec.shuffle_buffer, num_records=train_size)
     with warnings.catch_warnings():
         # Token and span heads don't use the pooler; Keras warns that it gets no gradient.
         warnings.filterwarnings("ignore", message=r"Gradients do not exist for variables \['pooler")
@@ -651,8 +738,8 @@ def run(spec):
     model.set_weights(best["weights"])
     task.write_predictions(best["records"], best["outputs"], spec.output_dir)
     test_metrics = None
-    if test is not None and test["num_features"]:
-        outputs = model.predict(test["x"], batch_size=spec.eval_batch_size, verbose=0)
+    if test is not None:
+        outputs = model.predict(test["x"], verbose=0)
         kwargs = {"threshold": best["records"]["threshold"]} if spec.task == "squad2" else {}
         test_metrics, test_records = task.evaluate(outputs, test, **kwargs)
         task.write_predictions(test_records, outputs, spec.output_dir, prefix="test_")
@@ -669,15 +756,16 @@ def run(spec):
         "history": [dict(h, **{k: float(v[i]) for k, v in history.history.items()
                                 if i < len(v) and k.startswith("dev_")})
                     for i, h in enumerate(callback.history)],
-        "examples": {"train": len(train["examples"]), "dev": len(dev["examples"]),
+        "examples": {"train": train["num_examples"], "dev": len(dev["examples"]),
                      **({"test": len(test["examples"])} if test else {})},
-        "features": {"train": train["num_features"], "dev": dev["num_features"],
+        "features": {"train": train_size, "dev": dev["num_features"],
                      **({"test": test["num_features"]} if test else {})},
         "steps": {"per_epoch": steps_per_epoch, "total": num_train_steps, "warmup": warmup},
-        "bad_records": dict(sorted(collections.Counter(b.kind for b in bad).items())),
-        "bad_record_locations": [str(b) for b in bad[:1000]],
+        "bad_records": bad_counts,
+        "bad_record_locations": bad[:1000],
         "labels": task.labels,
         "init": spec.init,
+        "task_data": spec.task_data_dir,
         "load_report": pretrained.report.summary(),
         "checkpoint": best_dir,
         "seconds": time.time() - started,
@@ -703,10 +791,12 @@ def parse_args(argv=None):
     d = FinetuneSpec
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", required=True, choices=tasks.TASKS)
-    parser.add_argument("--train", required=True, help="Train file.")
-    parser.add_argument("--dev", required=True, help="Dev file (selection, predictions).")
+    parser.add_argument("--train", default=None, help="Raw train file (converted by TaskData).")
+    parser.add_argument("--dev", default=None, help="Raw dev file (selection, predictions).")
     parser.add_argument("--test", default=None,
-                        help="Test file, scored with the best dev epoch's weights.")
+                        help="Raw test file, scored with the best dev epoch's weights.")
+    parser.add_argument("--task_data_dir", default=None,
+                        help="TaskData's output folder, instead of --train/--dev/--test.")
     parser.add_argument("--init", required=True, help="Pre-trained checkpoint folder.")
     parser.add_argument("--output", required=True, help="Output directory.")
     parser.add_argument("--max_seq_length", type=int, default=d.max_seq_length)
@@ -733,12 +823,13 @@ def parse_args(argv=None):
     parser.add_argument("--labels", default=None, help="Comma-separated label set.")
     parser.add_argument("--steps_per_execution", type=int, default=d.steps_per_execution)
     parser.add_argument("--jit_compile", action="store_true", default=False)
+    parser.add_argument("--shuffle_buffer", type=int, default=d.shuffle_buffer)
     parser.add_argument("--verbose", type=int, default=d.verbose)
-    task_data.add_read_arguments(parser)
+    task_files.add_read_arguments(parser)
     args = parser.parse_args(argv)
     return FinetuneSpec(
-        task=args.task, train=args.train, dev=args.dev, test=args.test, init=args.init,
-        output_dir=args.output,
+        task=args.task, train=args.train, dev=args.dev, test=args.test,
+        task_data_dir=args.task_data_dir, init=args.init, output_dir=args.output,
         max_seq_length=args.max_seq_length, max_query_length=args.max_query_length,
         doc_stride=args.doc_stride, batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size, epochs=args.epochs,
@@ -748,7 +839,7 @@ def parse_args(argv=None):
         early_stopping_patience=args.early_stopping_patience, metric=args.metric,
         n_best_size=args.n_best_size, max_answer_length=args.max_answer_length,
         labels=tuple(args.labels.split(",")) if args.labels else None,
-        read=task_data.read_options_from_args(args),
+        read=task_files.read_options_from_args(args), shuffle_buffer=args.shuffle_buffer,
         steps_per_execution=args.steps_per_execution, jit_compile=args.jit_compile,
         verbose=args.verbose)
 

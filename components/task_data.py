@@ -1,11 +1,18 @@
 """TaskData: fine-tuning data (GLUE TSV, CSV, JSONL, CoNLL-2003, SQuAD) → TFRecords (Beam).
 
-Reads a train split and optionally a dev split, turns every example into model
-features with `keras_bert.tasks` and writes, under `--output`:
+Reads a train split and optionally dev and test splits (`components.task_files` parses
+them: formats, column flags and bad-record kinds are described there), turns every
+example into model features with `keras_bert.tasks` and writes, under `--output`
+(the layout is `components.task_records`, which Finetune reads back):
 
-- `train.tfrecord`, `dev.tfrecord`: tf.Examples with the shared feature names
-  (`features.classification_feature_spec`, `token_classification_feature_spec`,
-  `span_feature_spec`), records sorted by example id (deterministic output);
+- `train.tfrecord`, `dev.tfrecord`, `test.tfrecord`: tf.Examples with the shared
+  feature names (`features.task_feature_spec`: `classification_feature_spec`,
+  `token_classification_feature_spec`, `span_feature_spec`), written with the one
+  deterministic serializer (`features.serialize_example`), examples in file order
+  and the records of one example consecutive (deterministic output);
+- `train.examples.jsonl`, ...: the sidecar, one line per example in record order
+  with what predictions need to map back to text (texts and gold labels, NER words
+  and window positions, SQuAD contexts, token character offsets and windows);
 - `labels.txt`: the label vocabulary, one label per line, line number = label id
   (classification and NER; taken from `--labels` or, by default, from the train
   split, sorted, with `O` first for NER);
@@ -13,30 +20,8 @@ features with `keras_bert.tasks` and writes, under `--output`:
   record counted by kind, and the first `max_reported_bad_records` bad records with
   their location (`file:line`, or `file: question <id>`) and what was wrong.
 
-Input formats (`--input_format`, `auto` picks by extension):
-
-- `tsv` (`.tsv`): GLUE-style, tab-separated, no quoting; `csv` (`.csv`): RFC 4180 with
-  quotes. Columns are given by header name (`--text_column sentence`) or 0-based index
-  (`--text_column 3`); with names, the first line is the header. `--header` /
-  `--noheader` force it either way (GLUE files with indices need `--header`).
-- `jsonl` (`.jsonl`, `.json` for non-SQuAD tasks): one object per line with the fields
-  `text`, `text_b`, `label` (names changeable with the same column flags).
-- `conll` (`.conll`, `.txt`, anything else for `ner`): CoNLL-2003, one token per
-  line with the tag in the last column (`--tag_column`), blank lines between
-  sentences, `-DOCSTART-` lines between documents; tags in `BIO` or `IOB1`
-  (`--tag_scheme`; IOB1 is converted to BIO, which spans the same entities).
-- `squad` (`squad1`, `squad2` tasks): the SQuAD v1.1 / v2.0 JSON file.
-
-Bad records never crash the job and are never dropped uncounted. Kinds
-(`BAD_RECORD_KINDS`): `malformed_json` (a JSONL line or SQuAD file that is not valid
-JSON or not an object), `invalid_utf8`, `missing_text`, `missing_label` (no label, no
-tag, or a SQuAD 1.1 question without answers), `invalid_label` (a regression label
-that is not a number), `unknown_label` (not in the label set), `invalid_tag` (a tag
-that is not `O`/`B-X`/`I-X`), `malformed_record` (wrong shape: too few CoNLL columns,
-a SQuAD question without id/question/context), `answer_not_at_offset` (the answer
-text is not at its `answer_start` in the context), `no_valid_answer` (an answerable
-question left without a usable answer), `untokenizable` (no features could be made).
-Each is a Beam counter in namespace `task_data`.
+Bad records never crash the job and are never dropped uncounted; each kind
+(`BAD_RECORD_KINDS`) is a Beam counter in namespace `task_data`.
 
 Example:
     python -m components.task_data --task pair --train MRPC/train.tsv --dev MRPC/dev.tsv \\
@@ -46,9 +31,7 @@ Example:
 
 import argparse
 import collections
-import csv
 import dataclasses
-import io
 import json
 import logging
 import os
@@ -60,420 +43,23 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from components import task_records
+# The parsers live in `components.task_files` (no Beam); these names stay importable
+# from here for callers of the stage module.
+from components.task_files import (  # noqa: F401
+    BAD_RECORD_KINDS, FORMATS, LABELS_FILE, TAG_SCHEMES, BadRecord, ReadOptions, SquadRecord,
+    TaskDataError, add_read_arguments, example_labels, infer_labels, parse_file, read_examples,
+    read_labels, read_options_from_args, write_labels)
+from keras_bert import features as F
 from keras_bert import tasks
 
 STAGE = "task_data"
-STATS_FILE = "task_data_stats.json"
-LABELS_FILE = "labels.txt"
-FORMATS = ("auto", "tsv", "csv", "jsonl", "conll", "squad")
-TAG_SCHEMES = ("BIO", "IOB1")
-SPLITS = ("train", "dev")
-BAD_RECORD_KINDS = (
-    "malformed_json",
-    "invalid_utf8",
-    "missing_text",
-    "missing_label",
-    "invalid_label",
-    "unknown_label",
-    "invalid_tag",
-    "malformed_record",
-    "answer_not_at_offset",
-    "no_valid_answer",
-    "untokenizable",
-)
+STATS_FILE = task_records.STATS_FILE
+SPLITS = task_records.SPLITS
 _BAD_TAG = "bad"
 _STATS_TAG = "stats"
 
 logger = logging.getLogger(__name__)
-
-
-class TaskDataError(ValueError):
-    """The task data can't be read at all (no such file, bad options)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class BadRecord:
-    """A record that was skipped: its kind (`BAD_RECORD_KINDS`), where, and why."""
-
-    kind: str
-    location: str
-    message: str
-
-    def __str__(self):
-        return f"{self.location}: {self.kind}: {self.message}"
-
-
-@dataclasses.dataclass(frozen=True)
-class ReadOptions:
-    """How task files are read.
-
-    Attributes:
-        input_format: one of `FORMATS`. Defaults to "auto".
-        text_column: header name or 0-based index (as a string) of the text, or the
-            JSONL field. Defaults to "text".
-        text_b_column: same, for the second text of a pair. Defaults to "text_b".
-        label_column: same, for the label. Defaults to "label".
-        header: the first line of a TSV/CSV is a header; None means "if any column is
-            given by name". Defaults to None.
-        tag_scheme: "BIO" or "IOB1" (CoNLL). Defaults to "BIO".
-        tag_column: CoNLL column of the tag. Defaults to -1 (the last).
-    """
-
-    input_format: str = "auto"
-    text_column: str = "text"
-    text_b_column: str = "text_b"
-    label_column: str = "label"
-    header: bool = None
-    tag_scheme: str = "BIO"
-    tag_column: int = -1
-
-    def __post_init__(self):
-        if self.input_format not in FORMATS:
-            raise TaskDataError(f"input_format must be one of {FORMATS}; got {self.input_format!r}")
-        if self.tag_scheme not in TAG_SCHEMES:
-            raise TaskDataError(f"tag_scheme must be one of {TAG_SCHEMES}; got {self.tag_scheme!r}")
-
-
-def resolve_format(path, task, options):
-    """The input format of `path` for `task` (`options.input_format` unless "auto")."""
-    if options.input_format != "auto":
-        return options.input_format
-    if task in ("squad1", "squad2"):
-        return "squad"
-    if task == "ner":
-        return "jsonl" if path.endswith(".jsonl") else "conll"
-    lower = path.lower()
-    for ext in (".gz", ".bz2"):
-        if lower.endswith(ext):
-            lower = lower[: -len(ext)]
-    if lower.endswith(".tsv"):
-        return "tsv"
-    if lower.endswith(".csv"):
-        return "csv"
-    if lower.endswith((".jsonl", ".json", ".ndjson")):
-        return "jsonl"
-    raise TaskDataError(f"{path}: can't tell the format from the extension; pass --input_format")
-
-
-# --------------------------------------------------------------------------------------
-# Parsing (pure functions: records in, examples or BadRecords out).
-
-
-def _decode_lines(data, source, sink):
-    """bytes → [(line number, text)], invalid UTF-8 lines reported to `sink`."""
-    out = []
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        raw = raw.rstrip(b"\r")
-        try:
-            out.append((number, raw.decode("utf-8")))
-        except UnicodeDecodeError as e:
-            sink(BadRecord("invalid_utf8", f"{source}:{number}",
-                           f"not valid UTF-8 ({e.reason} at byte {e.start})"))
-    if out and out[-1][1] == "" and data.endswith(b"\n"):
-        out.pop()
-    return out
-
-
-def _column(spec):
-    spec = str(spec)
-    return int(spec) if spec.lstrip("-").isdigit() else spec
-
-
-def _needs_label(task):
-    return task in ("classification", "pair", "regression")
-
-
-def _text_example(task, guid, text, text_b, label, location):
-    """Checks one text record; returns a TextExample or a BadRecord."""
-    if text is None or (isinstance(text, str) and not text.strip()):
-        return BadRecord("missing_text", location, "the text is missing or empty")
-    if task == "pair" and (text_b is None or (isinstance(text_b, str) and not text_b.strip())):
-        return BadRecord("missing_text", location, "text_b (second text of the pair) is missing or empty")
-    if not isinstance(text, str) or (text_b is not None and not isinstance(text_b, str)):
-        return BadRecord("malformed_record", location, "text and text_b must be strings")
-    if label is None or (isinstance(label, str) and not label.strip()):
-        return BadRecord("missing_label", location, "the label is missing or empty")
-    if task == "regression":
-        try:
-            label = float(label)
-        except (TypeError, ValueError):
-            return BadRecord("invalid_label", location, f"regression label {label!r} is not a number")
-        if label != label:
-            return BadRecord("invalid_label", location, "regression label is NaN")
-    else:
-        if isinstance(label, (dict, list)):
-            return BadRecord("invalid_label", location, f"label {label!r} is not a scalar")
-        label = str(label).strip()
-    return tasks.TextExample(guid=guid, text=text, text_b=text_b if task == "pair" else None,
-                             label=label)
-
-
-def parse_delimited(data, source, task, options, delimiter):
-    """TSV/CSV bytes → TextExamples and BadRecords (in file order).
-
-    Args:
-        data: the file's bytes.
-        source: its name, for locations.
-        task: "classification", "pair" or "regression".
-        options: `ReadOptions`.
-        delimiter: "\\t" (GLUE TSV, no quoting) or "," (CSV with quotes).
-    """
-    bad = []
-    lines = _decode_lines(data, source, bad.append)
-    yield from bad
-    columns = {"text": _column(options.text_column), "label": _column(options.label_column)}
-    if task == "pair":
-        columns["text_b"] = _column(options.text_b_column)
-    header = options.header
-    if header is None:
-        header = any(isinstance(c, str) for c in columns.values())
-    numbers = [n for n, _ in lines]
-    text = "\n".join(line for _, line in lines)
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting,
-                        **({"quotechar": None} if delimiter == "\t" else {}))
-    index = dict(columns)
-    row_start = 1
-    try:
-        for row_number, row in enumerate(reader):
-            line = numbers[row_start - 1] if row_start - 1 < len(numbers) else row_start
-            row_start = reader.line_num + 1
-            location = f"{source}:{line}"
-            if row_number == 0 and header:
-                names = {name.strip(): i for i, name in enumerate(row)}
-                for key, col in columns.items():
-                    if isinstance(col, str):
-                        if col not in names:
-                            raise TaskDataError(f"{source}: header has no column {col!r} "
-                                                f"(columns: {', '.join(names)})")
-                        index[key] = names[col]
-                continue
-            if row_number == 0 and any(isinstance(c, str) for c in columns.values()):
-                raise TaskDataError(f"{source}: columns given by name need a header line")
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-
-            def get(key):
-                i = index.get(key)
-                if i is None or not -len(row) <= i < len(row):
-                    return None
-                return row[i]
-
-            yield _text_example(task, location, get("text"), get("text_b"), get("label"), location)
-    except csv.Error as e:
-        yield BadRecord("malformed_record", f"{source}:{reader.line_num}",
-                        f"CSV parse error ({e}); the rest of the file is skipped")
-
-
-def parse_jsonl(data, source, task, options):
-    """JSONL bytes → TextExamples (classification) or TaggedExamples (NER) and BadRecords.
-
-    NER records are {"words": [...], "tags": [...]}.
-    """
-    bad = []
-    lines = _decode_lines(data, source, bad.append)
-    yield from bad
-    for number, line in lines:
-        if not line.strip():
-            continue
-        location = f"{source}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            yield BadRecord("malformed_json", location, f"not valid JSON ({e.msg} at column {e.colno})")
-            continue
-        if not isinstance(record, dict):
-            yield BadRecord("malformed_json", location,
-                            f"expected a JSON object, got {type(record).__name__}")
-            continue
-        if task == "ner":
-            yield _tagged_example(location, record.get("words"), record.get("tags"), options,
-                                  location)
-            continue
-        yield _text_example(task, location, record.get(options.text_column),
-                            record.get(options.text_b_column), record.get(options.label_column),
-                            location)
-
-
-def _tagged_example(guid, words, tags, options, location):
-    if not words or not isinstance(words, (list, tuple)):
-        return BadRecord("missing_text", location, "no words")
-    if tags is None:
-        return BadRecord("missing_label", location, "no tags")
-    if not isinstance(tags, (list, tuple)) or len(tags) != len(words):
-        return BadRecord("malformed_record", location,
-                         f"{len(words)} words but {len(tags) if isinstance(tags, list) else '?'} tags")
-    for i, tag in enumerate(tags):
-        error = tasks.tag_error(tag) if isinstance(tag, str) else f"tag {tag!r} is not a string"
-        if error:
-            return BadRecord("invalid_tag", location, f"word {i} ({words[i]!r}): {error}")
-    if options.tag_scheme == "IOB1":
-        tags = tasks.iob1_to_bio(tags)
-    return tasks.TaggedExample(guid=guid, words=tuple(words), tags=tuple(tags))
-
-
-def parse_conll(data, source, options):
-    """CoNLL-2003 bytes → TaggedExamples (one per sentence) and BadRecords.
-
-    A sentence with a bad line (too few columns, an invalid tag) is skipped whole
-    and reported at that line.
-    """
-    bad = []
-    lines = _decode_lines(data, source, bad.append)
-    yield from bad
-    words, tags, start, problem = [], [], None, None
-
-    def flush():
-        if problem is not None:
-            return problem
-        if words:
-            return _tagged_example(f"{source}:{start}", words, tags, options, f"{source}:{start}")
-        return None
-
-    for number, line in lines:
-        stripped = line.strip()
-        if not stripped or stripped.startswith("-DOCSTART-"):
-            result = flush()
-            if result is not None:
-                yield result
-            words, tags, start, problem = [], [], None, None
-            continue
-        if start is None:
-            start = number
-        columns = stripped.split()
-        if problem is not None:
-            continue
-        if len(columns) < 2:
-            problem = BadRecord("missing_label", f"{source}:{number}",
-                                f"token {columns[0]!r} has no tag column")
-            continue
-        try:
-            tag = columns[options.tag_column]
-        except IndexError:
-            problem = BadRecord("malformed_record", f"{source}:{number}",
-                                f"no column {options.tag_column} in {len(columns)} columns")
-            continue
-        error = tasks.tag_error(tag)
-        if error:
-            problem = BadRecord("invalid_tag", f"{source}:{number}", error)
-            continue
-        words.append(columns[0])
-        tags.append(tag)
-    result = flush()
-    if result is not None:
-        yield result
-
-
-def parse_squad(data, source, version):
-    """SQuAD JSON bytes → SquadExamples and BadRecords.
-
-    Every answer must be found at its `answer_start` (else `answer_not_at_offset`,
-    and the answer is dropped); an answerable question left without answers is
-    dropped as `no_valid_answer`. Version 2 reads `is_impossible`.
-
-    Args:
-        data: the file's bytes.
-        source: its name, for locations.
-        version: 1 or 2.
-    """
-    try:
-        dataset = json.loads(data.decode("utf-8-sig"))
-    except UnicodeDecodeError as e:
-        yield BadRecord("invalid_utf8", source, f"not valid UTF-8 ({e.reason} at byte {e.start})")
-        return
-    except json.JSONDecodeError as e:
-        yield BadRecord("malformed_json", f"{source}:{e.lineno}", f"not valid JSON ({e.msg})")
-        return
-    if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
-        yield BadRecord("malformed_json", source, 'expected an object with a "data" list')
-        return
-    for a, article in enumerate(dataset["data"]):
-        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
-        if not isinstance(paragraphs, list):
-            yield BadRecord("malformed_record", f"{source}: data[{a}]", 'no "paragraphs" list')
-            continue
-        for p, paragraph in enumerate(paragraphs):
-            context = paragraph.get("context") if isinstance(paragraph, dict) else None
-            qas = paragraph.get("qas") if isinstance(paragraph, dict) else None
-            if not isinstance(context, str) or not isinstance(qas, list):
-                yield BadRecord("malformed_record", f"{source}: data[{a}].paragraphs[{p}]",
-                                'a paragraph needs a "context" string and a "qas" list')
-                continue
-            for q, qa in enumerate(qas):
-                yield from _squad_question(qa, context, f"{source}: data[{a}].paragraphs[{p}].qas[{q}]",
-                                           source, version)
-
-
-def _squad_question(qa, context, where, source, version):
-    if not isinstance(qa, dict) or not isinstance(qa.get("id"), (str, int)) \
-            or not isinstance(qa.get("question"), str):
-        yield BadRecord("malformed_record", where, 'a question needs an "id" and a "question"')
-        return
-    qid = str(qa["id"])
-    location = f"{source}: question {qid}"
-    impossible = bool(qa.get("is_impossible", False)) if version == 2 else False
-    raw_answers = qa.get("answers", [])
-    if not isinstance(raw_answers, list):
-        yield BadRecord("malformed_record", location, '"answers" is not a list')
-        return
-    answers, gold = [], []
-    for i, answer in enumerate(raw_answers):
-        text = answer.get("text") if isinstance(answer, dict) else None
-        start = answer.get("answer_start") if isinstance(answer, dict) else None
-        if not isinstance(text, str) or not isinstance(start, int) or isinstance(start, bool):
-            yield BadRecord("malformed_record", f"{location} answer {i}",
-                            'an answer needs a "text" string and an integer "answer_start"')
-            continue
-        gold.append(text)
-        if context[start:start + len(text)] != text or not text.strip():
-            found = context[start:start + len(text)]
-            yield BadRecord("answer_not_at_offset", f"{location} answer {i}",
-                            f"answer {text!r} is not at character {start} (found {found!r})")
-            continue
-        answers.append(tasks.SquadAnswer(text=text, start=start))
-    if impossible:
-        answers = []
-    elif not raw_answers:
-        if version == 1:
-            yield BadRecord("missing_label", location, "a SQuAD 1.1 question needs an answer")
-            return
-        impossible = True  # v2.0 files mark it, but no answers means unanswerable anyway
-    elif not answers:
-        yield BadRecord("no_valid_answer", location, "none of its answers is usable")
-        return
-    yield SquadRecord(tasks.SquadExample(qas_id=qid, question=qa["question"], context=context,
-                                         answers=tuple(answers), is_impossible=impossible),
-                      tuple(gold) if not impossible else ())
-
-
-@dataclasses.dataclass(frozen=True)
-class SquadRecord:
-    """A parsed SQuAD question and all its gold answer texts (for evaluation)."""
-
-    example: tasks.SquadExample
-    gold_texts: tuple
-
-
-def parse_file(data, source, task, options):
-    """Any supported file's bytes → examples (or `SquadRecord`s) and `BadRecord`s."""
-    fmt = resolve_format(source, task, options)
-    if fmt == "squad":
-        if task not in ("squad1", "squad2"):
-            raise TaskDataError(f"{source}: SQuAD format needs task squad1 or squad2, not {task}")
-        return parse_squad(data, source, 2 if task == "squad2" else 1)
-    if task in ("squad1", "squad2"):
-        raise TaskDataError(f"{source}: task {task} reads SQuAD JSON, not {fmt}")
-    if fmt == "conll":
-        if task != "ner":
-            raise TaskDataError(f"{source}: CoNLL format needs task ner, not {task}")
-        return parse_conll(data, source, options)
-    if fmt == "jsonl":
-        return parse_jsonl(data, source, task, options)
-    if task == "ner":
-        raise TaskDataError(f"{source}: task ner reads CoNLL or JSONL, not {fmt}")
-    return parse_delimited(data, source, task, options, "\t" if fmt == "tsv" else ",")
 
 
 def read_file_bytes(path):
@@ -483,83 +69,6 @@ def read_file_bytes(path):
         raise TaskDataError(f"{path}: no such file")
     with FileSystems.open(matches[0].path) as handle:
         return handle.read()
-
-
-def read_examples(path, task, options=ReadOptions()):
-    """Reads one task file without Beam: (examples, bad records).
-
-    Examples are `TextExample`s, `TaggedExample`s or, for SQuAD, `SquadRecord`s.
-
-    Example:
-        >>> examples, bad = read_examples("dev.tsv", "classification",
-        ...                               ReadOptions(text_column="sentence"))
-    """
-    examples, bad = [], []
-    for item in parse_file(read_file_bytes(path), path, task, options):
-        (bad if isinstance(item, BadRecord) else examples).append(item)
-    return examples, bad
-
-
-# --------------------------------------------------------------------------------------
-# Labels.
-
-
-def infer_labels(task, labels):
-    """The label vocabulary from the labels seen (sorted; "O" first for NER)."""
-    labels = sorted(set(labels))
-    if task == "ner" and "O" in labels:
-        labels = ["O"] + [t for t in labels if t != "O"]
-    return labels
-
-
-def example_labels(example):
-    """The labels an example uses (its class, or its tags)."""
-    if isinstance(example, tasks.TextExample):
-        return [example.label] if example.label is not None else []
-    if isinstance(example, tasks.TaggedExample):
-        return list(example.tags or ())
-    return []
-
-
-def write_labels(labels, path):
-    with FileSystems.create(path, mime_type="text/plain") as handle:
-        handle.write("".join(f"{label}\n" for label in labels).encode("utf-8"))
-    return path
-
-
-def read_labels(path):
-    """`labels.txt` → list of labels (line number = id)."""
-    with FileSystems.open(path) as handle:
-        return [line for line in handle.read().decode("utf-8").split("\n") if line]
-
-
-# --------------------------------------------------------------------------------------
-# Features.
-
-
-def example_records(example, tokenizer, task, label_map, spec):
-    """One example → [(feature dict)] ready to serialise (raises TaskInputError)."""
-    if isinstance(example, SquadRecord):
-        return [f.features for f in tasks.squad_features(
-            example.example, tokenizer, spec.max_seq_length, spec.doc_stride, spec.max_query_length)]
-    if isinstance(example, tasks.TaggedExample):
-        return [w.features for w in tasks.tagged_features(
-            example, tokenizer, spec.max_seq_length, label_map, spec.doc_stride)]
-    return [tasks.text_features(example, tokenizer, spec.max_seq_length,
-                                None if task == "regression" else label_map)]
-
-
-def serialize_features(values):
-    """Feature dict of int (or float label) lists → serialized tf.Example."""
-    import tensorflow as tf
-
-    feature = {}
-    for name, vals in values.items():
-        if any(isinstance(v, float) for v in vals):
-            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=vals))
-        else:
-            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in vals]))
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
 # --------------------------------------------------------------------------------------
@@ -576,6 +85,7 @@ class TaskDataSpec:
         vocab_path: vocab.txt.
         output_dir: where records, labels.txt and the stats JSON go.
         dev: dev file (glob allowed). Defaults to None.
+        test: test file (glob allowed). Defaults to None.
         do_lower_case: the tokenizer lower-cases. Defaults to True.
         max_seq_length: tokens per record. Defaults to 128.
         max_query_length: SQuAD question tokens kept. Defaults to 64.
@@ -591,6 +101,7 @@ class TaskDataSpec:
     vocab_path: str
     output_dir: str
     dev: str = None
+    test: str = None
     do_lower_case: bool = True
     max_seq_length: int = 128
     max_query_length: int = 64
@@ -607,7 +118,8 @@ class TaskDataSpec:
 
     @property
     def splits(self):
-        return {name: path for name, path in (("train", self.train), ("dev", self.dev)) if path}
+        return {name: path for name, path in (("train", self.train), ("dev", self.dev),
+                                              ("test", self.test)) if path}
 
     @property
     def stats_path(self):
@@ -618,7 +130,10 @@ class TaskDataSpec:
         return FileSystems.join(self.output_dir, LABELS_FILE)
 
     def records_path(self, split):
-        return FileSystems.join(self.output_dir, f"{split}.tfrecord")
+        return FileSystems.join(self.output_dir, task_records.records_file(split))
+
+    def sidecar_path(self, split):
+        return FileSystems.join(self.output_dir, task_records.sidecar_file(split))
 
     @property
     def has_labels(self):
@@ -654,7 +169,8 @@ class ReadTaskFileFn(beam.DoFn):
 
 
 class ConvertFn(beam.DoFn):
-    """(split, key, example) → (split, (key, serialized records)); bad ones to `bad`."""
+    """(split, key, example) → (split, (key, serialized records, sidecar line)); bad ones
+    to `bad`."""
 
     def __init__(self, spec):
         self._spec = spec
@@ -684,7 +200,9 @@ class ConvertFn(beam.DoFn):
                             f"label {unknown[0]!r} is not in the label set {labels}")
         else:
             try:
-                records = example_records(example, self._tokenizer, spec.task, label_map, spec)
+                records, meta = task_records.convert_example(
+                    example, self._tokenizer, spec.task, label_map, spec.max_seq_length,
+                    spec.doc_stride, spec.max_query_length)
                 bad = None
             except tasks.TaskInputError as e:
                 bad = BadRecord("untokenizable", location, str(e))
@@ -698,12 +216,14 @@ class ConvertFn(beam.DoFn):
             for label in example_labels(example):
                 stats[f"{split}/label/{label}"] += 1
             _count(f"{split}_records", len(records))
-            yield split, (key, [serialize_features(r) for r in records])
+            yield split, (key, [F.serialize_example(r) for r in records],
+                          task_records.sidecar_line(meta))
         yield beam.pvalue.TaggedOutput(_STATS_TAG, dict(stats))
 
 
 class WriteSplitFn(beam.DoFn):
-    """(split, [(key, records)]) → `<split>.tfrecord`, records sorted by key."""
+    """(split, [(key, records, sidecar line)]) → `<split>.tfrecord` and its sidecar
+    `<split>.examples.jsonl`, both sorted by key."""
 
     def __init__(self, spec):
         self._spec = spec
@@ -717,13 +237,18 @@ class WriteSplitFn(beam.DoFn):
         count = 0
         with tempfile.TemporaryDirectory(prefix="task_data") as tmp:
             local = os.path.join(tmp, "records.tfrecord")
-            with tf.io.TFRecordWriter(local) as writer:
-                for _, records in items:
+            local_sidecar = os.path.join(tmp, "examples.jsonl")
+            with tf.io.TFRecordWriter(local) as writer, \
+                    open(local_sidecar, "w", encoding="utf-8") as sidecar:
+                for _, records, line in items:
+                    sidecar.write(line)
                     for record in records:
                         writer.write(record)
                         count += 1
-            with open(local, "rb") as source, FileSystems.create(path) as target:
-                shutil.copyfileobj(source, target, length=1 << 20)
+            for source_path, target_path in ((local, path),
+                                             (local_sidecar, self._spec.sidecar_path(split))):
+                with open(source_path, "rb") as source, FileSystems.create(target_path) as target:
+                    shutil.copyfileobj(source, target, length=1 << 20)
         yield path, count
 
 
@@ -838,24 +363,6 @@ def run(spec, pipeline_args=None):
     return stats
 
 
-def add_read_arguments(parser):
-    """The `ReadOptions` flags (shared with `components.finetune`)."""
-    parser.add_argument("--input_format", default="auto", choices=FORMATS)
-    parser.add_argument("--text_column", default="text", help="Header name or 0-based index.")
-    parser.add_argument("--text_b_column", default="text_b", help="Header name or 0-based index.")
-    parser.add_argument("--label_column", default="label", help="Header name or 0-based index.")
-    parser.add_argument("--header", dest="header", action="store_true", default=None)
-    parser.add_argument("--noheader", dest="header", action="store_false")
-    parser.add_argument("--tag_scheme", default="BIO", choices=TAG_SCHEMES)
-    parser.add_argument("--tag_column", type=int, default=-1)
-
-
-def read_options_from_args(args):
-    return ReadOptions(input_format=args.input_format, text_column=args.text_column,
-                       text_b_column=args.text_b_column, label_column=args.label_column,
-                       header=args.header, tag_scheme=args.tag_scheme, tag_column=args.tag_column)
-
-
 def parse_args(argv=None):
     """Known flags → (`TaskDataSpec`, remaining Beam arguments)."""
     d = TaskDataSpec
@@ -863,6 +370,7 @@ def parse_args(argv=None):
     parser.add_argument("--task", required=True, choices=tasks.TASKS)
     parser.add_argument("--train", required=True)
     parser.add_argument("--dev", default=None)
+    parser.add_argument("--test", default=None)
     parser.add_argument("--vocab", required=True, help="vocab.txt")
     parser.add_argument("--output", required=True)
     parser.add_argument("--do_lower_case", dest="do_lower_case", action="store_true", default=True)
@@ -875,7 +383,7 @@ def parse_args(argv=None):
     add_read_arguments(parser)
     args, pipeline_args = parser.parse_known_args(argv)
     spec = TaskDataSpec(
-        task=args.task, train=args.train, dev=args.dev, vocab_path=args.vocab,
+        task=args.task, train=args.train, dev=args.dev, test=args.test, vocab_path=args.vocab,
         output_dir=args.output, do_lower_case=args.do_lower_case,
         max_seq_length=args.max_seq_length, max_query_length=args.max_query_length,
         doc_stride=args.doc_stride,

@@ -453,12 +453,15 @@ def detect_format(folder):
         f"found: {', '.join(sorted(files)) or 'nothing'}")
 
 
-def read_checkpoint(folder, format=None):
-    """Reads a checkpoint folder.
+def read_config(folder, format=None):
+    """The `BertConfig` of a checkpoint folder, without reading its tensors.
+
+    `do_lower_case` is the stored one, else read from the files that carry casing
+    (`tokenizer_config.json`, else the vocabulary), as `read_checkpoint` does.
 
     Returns:
-        (config: BertConfig, tensors: {canonical name: array}, ignored: [names],
-         meta: dict with `heads`/`head_kwargs` for our format, format name).
+        (config: BertConfig, meta: dict with `heads`/`head_kwargs` for our format,
+         format name).
     """
     fmt = format or detect_format(folder)
     vocab_lower = None
@@ -468,7 +471,6 @@ def read_checkpoint(folder, format=None):
         config = BertConfig.from_dict(stored.get("bert_config"),
                                       source=os.path.join(folder, KERAS_CONFIG_FILE))
         meta = {"heads": stored.get("heads", "encoder"), "head_kwargs": stored.get("head_kwargs", {})}
-        tensors, ignored = _read_keras(folder)
     elif fmt == "hf":
         path = os.path.join(folder, HF_CONFIG_FILE)
         values = _read_json(path)
@@ -476,10 +478,8 @@ def read_checkpoint(folder, format=None):
             raise CheckpointError(f"{path}: model_type is {values['model_type']!r}, not 'bert'")
         config = BertConfig.from_dict(values, source=path)
         vocab_lower = _tokenizer_lowercase(folder)
-        tensors, ignored = _read_hf(folder)
     elif fmt == "original":
         config = BertConfig.from_json_file(os.path.join(folder, ORIGINAL_CONFIG_FILE))
-        tensors, ignored = _read_original(folder)
     else:
         raise CheckpointError(f"unknown checkpoint format {fmt!r}; use keras, hf or original")
     if fmt != "keras" and "do_lower_case" not in _raw_config(folder, fmt):
@@ -489,6 +489,23 @@ def read_checkpoint(folder, format=None):
             config = config.replace(do_lower_case=vocab_lower)
         else:
             config = config.replace(do_lower_case=_vocab_looks_uncased(folder))
+    return config, meta, fmt
+
+
+def read_checkpoint(folder, format=None):
+    """Reads a checkpoint folder.
+
+    Returns:
+        (config: BertConfig, tensors: {canonical name: array}, ignored: [names],
+         meta: dict with `heads`/`head_kwargs` for our format, format name).
+    """
+    config, meta, fmt = read_config(folder, format)
+    if fmt == "keras":
+        tensors, ignored = _read_keras(folder)
+    elif fmt == "hf":
+        tensors, ignored = _read_hf(folder)
+    else:
+        tensors, ignored = _read_original(folder)
     return config, tensors, ignored, meta, fmt
 
 

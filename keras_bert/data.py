@@ -182,3 +182,84 @@ def count_records(file_patterns):
     files = list_files(file_patterns)
     return int(tf.data.TFRecordDataset(files).reduce(tf.constant(0, tf.int64),
                                                        lambda n, _: n + 1).numpy())
+
+
+def split_task_features(task):
+    """A function: parsed task records → (x, y) as `components.finetune`'s heads take them.
+
+    `x` holds `input_ids`, `segment_ids`, `input_mask` (int32); `y` the target under the
+    head's output name: `logits` (class ids (batch,), regression values (batch, 1)
+    float32, or tag ids (batch, seq_len)), or `start_logits` / `end_logits` ((batch,)
+    token positions) for SQuAD.
+
+    Args:
+        task: one of `keras_bert.tasks.TASKS`.
+    """
+
+    def split(example):
+        x = {name: tf.cast(example[name], tf.int32) for name in (F.INPUT_IDS, F.SEGMENT_IDS,
+                                                                 F.INPUT_MASK)}
+        if task in ("squad1", "squad2"):
+            y = {"start_logits": tf.cast(example[F.START_POSITIONS][:, 0], tf.int32),
+                 "end_logits": tf.cast(example[F.END_POSITIONS][:, 0], tf.int32)}
+        elif task == "regression":
+            y = {"logits": example[F.LABEL_IDS]}  # (batch, 1) float32
+        elif task == "ner":
+            y = {"logits": tf.cast(example[F.LABEL_IDS], tf.int32)}  # (batch, seq_len)
+        else:
+            y = {"logits": tf.cast(example[F.LABEL_IDS][:, 0], tf.int32)}  # (batch,)
+        return x, y
+
+    return split
+
+
+def task_dataset(files, task, max_seq_length, batch_size, *, is_training=False, seed=0,
+                 shuffle_buffer=100_000, num_records=None, labels=True):
+    """Batched fine-tuning input streamed from TaskData's records.
+
+        TFRecordDataset -> [shuffle] -> batch -> parse_example -> (x, y) -> prefetch
+
+    Records are read in file order and never all held in memory: training shuffles
+    within a window of `shuffle_buffer` records (the whole file when it has fewer, so
+    the order is then that of a full shuffle with the same seed).
+
+    Args:
+        files: TFRecord file(s) of one split (a path, a glob, or a list of them).
+        task: one of `keras_bert.tasks.TASKS` (`features.task_feature_spec`).
+        max_seq_length: tokens per record.
+        batch_size: global batch size (under a strategy Keras splits it per replica).
+        is_training: shuffle, reshuffling every epoch. Defaults to False.
+        seed: shuffle seed. Defaults to 0.
+        shuffle_buffer: records in the shuffle window. Defaults to 100000.
+        num_records: records in the files (from TaskData's statistics); sets the
+            dataset's cardinality so Keras knows the epoch length, and a file that
+            holds a different number fails instead of training on something else.
+            Defaults to None (unknown).
+        labels: yield (x, y); False yields x only (prediction). Defaults to True.
+
+    Returns:
+        A `tf.data.Dataset`.
+
+    Example:
+        >>> ds = task_dataset("out/train.tfrecord", "ner", 128, 32, is_training=True,
+        ...                   seed=1, num_records=records.num_records("train"))
+        >>> model.fit(ds, epochs=3)
+    """
+    files = list_files(files)
+    spec = F.task_feature_spec(task, max_seq_length)
+    ds = tf.data.TFRecordDataset(files)
+    if num_records is not None:
+        ds = ds.apply(tf.data.experimental.assert_cardinality(int(num_records)))
+    if is_training:
+        buffer = min(shuffle_buffer, num_records) if num_records else shuffle_buffer
+        ds = ds.shuffle(max(1, buffer), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    split = split_task_features(task)
+    ds = ds.map(lambda s: split(tf.io.parse_example(s, spec)),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    if not labels:
+        ds = ds.map(lambda x, y: x)
+    options = tf.data.Options()
+    options.deterministic = True
+    ds = ds.with_options(options)
+    return ds.prefetch(tf.data.AUTOTUNE)

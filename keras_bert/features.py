@@ -18,6 +18,8 @@ NEXT_SENTENCE_LABELS = "next_sentence_labels"
 LABEL_IDS = "label_ids"
 START_POSITIONS = "start_positions"
 END_POSITIONS = "end_positions"
+# SQuAD 2.0: the question has no answer (the original `run_squad.py` feature name).
+IS_IMPOSSIBLE = "is_impossible"
 
 # Raw-text serving inputs.
 TEXT = "text"
@@ -99,11 +101,60 @@ def token_classification_feature_spec(max_seq_length):
 
 
 def span_feature_spec(max_seq_length):
-    """Spec of extractive-QA records (start/end token positions)."""
+    """Spec of extractive-QA records (start/end token positions, 0 = `[CLS]`; and
+    `is_impossible`, 1 for a SQuAD 2.0 question without an answer)."""
     return {
         INPUT_IDS: tf.io.FixedLenFeature([max_seq_length], tf.int64),
         INPUT_MASK: tf.io.FixedLenFeature([max_seq_length], tf.int64),
         SEGMENT_IDS: tf.io.FixedLenFeature([max_seq_length], tf.int64),
         START_POSITIONS: tf.io.FixedLenFeature([1], tf.int64),
         END_POSITIONS: tf.io.FixedLenFeature([1], tf.int64),
+        IS_IMPOSSIBLE: tf.io.FixedLenFeature([1], tf.int64, default_value=[0]),
     }
+
+
+def task_feature_spec(task, max_seq_length):
+    """Spec of a fine-tuning task's records, by `keras_bert.tasks.TASKS` name.
+
+    Args:
+        task: "classification", "pair", "regression", "ner", "squad1" or "squad2".
+        max_seq_length: tokens per sequence.
+
+    Example:
+        >>> tf.io.parse_example(serialized, task_feature_spec("ner", 128))
+    """
+    if task in ("classification", "pair"):
+        return classification_feature_spec(max_seq_length)
+    if task == "regression":
+        return classification_feature_spec(max_seq_length, tf.float32)
+    if task == "ner":
+        return token_classification_feature_spec(max_seq_length)
+    if task in ("squad1", "squad2"):
+        return span_feature_spec(max_seq_length)
+    raise ValueError(f"unknown task {task!r}")
+
+
+def serialize_example(features):
+    """Serializes a feature dict as a `tf.train.Example`.
+
+    The one tf.Example writer of the project (pre-training and task records).
+
+    Args:
+        features: name -> list of ints, or list of Python floats (a list is a float
+            list when its first value is a float; `masked_lm_weights` and regression
+            `label_ids` are).
+
+    Returns:
+        bytes, ready for a TFRecord file; the same bytes in every process.
+    """
+    example = tf.train.Example()
+    feature = example.features.feature
+    for name, values in features.items():
+        # Filling the message in place is about twice as fast as building Feature objects.
+        if values and isinstance(values[0], float):
+            feature[name].float_list.value.extend(values)
+        else:
+            feature[name].int64_list.value.extend(values)
+    # deterministic=True sorts the feature map: otherwise its order (and the bytes)
+    # varies between processes, and files would differ with the worker count.
+    return example.SerializeToString(deterministic=True)

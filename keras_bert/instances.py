@@ -22,10 +22,9 @@ import dataclasses
 import hashlib
 import random
 
-import tensorflow as tf
-
 from keras_bert import features as F
 from keras_bert import masking
+from keras_bert.features import serialize_example  # noqa: F401  (records of pre-training)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,29 +287,6 @@ def unmasked_features(pair, max_seq_length):
         F.SEGMENT_IDS: _pad(pair.segment_ids, max_seq_length),
         F.NEXT_SENTENCE_LABELS: [1 if pair.is_random_next else 0],
     }
-
-
-def serialize_example(features):
-    """Serializes a feature dict as a `tf.train.Example`.
-
-    Args:
-        features: name -> list of ints, or list of Python floats (a list is a float
-            list when its first value is a float; `masked_lm_weights` is).
-
-    Returns:
-        bytes, ready for a TFRecord file; the same bytes in every process.
-    """
-    example = tf.train.Example()
-    feature = example.features.feature
-    for name, values in features.items():
-        # Filling the message in place is about twice as fast as building Feature objects.
-        if values and isinstance(values[0], float):
-            feature[name].float_list.value.extend(values)
-        else:
-            feature[name].int64_list.value.extend(values)
-    # deterministic=True sorts the feature map: otherwise its order (and the bytes)
-    # varies between processes, and files would differ with the worker count.
-    return example.SerializeToString(deterministic=True)
 
 
 def create_bucket_instances(bucket_documents, dupe_index, options, vocab):

@@ -45,31 +45,39 @@ def _pretrain(config, beam_args, upstream, out):
 def _task_data(config, beam_args, upstream, out):
     from components import task_data
     eg = upstream["ExampleGen"]["outputs"]
+    do_lower_case = config.do_lower_case
+    if config.init:
+        # The records must be tokenised as the starting checkpoint's own tokenizer does.
+        from keras_bert import checkpoints
+        do_lower_case = checkpoints.read_config(config.init)[0].do_lower_case
     spec = task_data.TaskDataSpec(
-        task=config.task, train=eg["train"], dev=eg["dev"],
+        task=config.task, train=eg["train"], dev=eg["dev"], test=eg.get("test"),
         vocab_path=upstream["Vocab"]["outputs"]["vocab"], output_dir=out,
-        do_lower_case=config.do_lower_case, max_seq_length=config.max_seq_length,
+        do_lower_case=do_lower_case, max_seq_length=config.max_seq_length,
         labels=tuple(eg["labels"]) if eg.get("labels") else None)
     stats = task_data.run(spec, list(beam_args or []))
     labels_path = os.path.join(out, task_data.LABELS_FILE)
     labels = task_data.read_labels(labels_path) if os.path.exists(labels_path) else None
     metrics = {f"{split}_records": s["records"] for split, s in stats["splits"].items()}
     metrics["bad_records"] = stats["bad_records_total"]
-    return {"records": {split: s["path"] for split, s in stats["splits"].items()},
+    return {"task_data_dir": out,
+            "records": {split: s["path"] for split, s in stats["splits"].items()},
+            "sidecars": {split: spec.sidecar_path(split) for split in stats["splits"]},
             "labels": labels, "labels_path": labels_path, "stats": spec.stats_path}, metrics
 
 
 def _finetune(config, beam_args, upstream, out):
     from components import finetune
-    eg = upstream["ExampleGen"]["outputs"]
     init = config.init or upstream["Pretrain"]["outputs"]["encoder_dir"]
-    labels = upstream["TaskData"]["outputs"].get("labels")
+    task_data = upstream["TaskData"]["outputs"]
+    # Finetune reads TaskData's records, never the raw task files again.
+    folder = task_data.get("task_data_dir") or os.path.dirname(task_data["records"]["train"])
     spec = finetune.FinetuneSpec(
-        task=config.task, train=eg["train"], dev=eg["dev"], init=init, output_dir=out,
+        task=config.task, task_data_dir=folder, init=init, output_dir=out,
         max_seq_length=config.max_seq_length, batch_size=config.finetune_batch_size,
         epochs=config.finetune_epochs, learning_rate=config.finetune_learning_rate,
         mixed_precision=config.mixed_precision != "none", strategy=config.strategy,
-        seed=config.seed, labels=tuple(labels) if labels else None, verbose=2)
+        seed=config.seed, verbose=2)
     result = finetune.run(spec)
     history = _history_file(result.get("history"), os.path.join(out, "history.json"))
     metrics = {"best_epoch": result["best_epoch"], f"dev_{result['metric']}": result["best_value"]}

@@ -7,7 +7,9 @@ quick MLM pre-training on a topic corpus must make fine-tuning on a few labelled
 examples beat random initialization.
 """
 
+import dataclasses
 import json
+import os
 import random
 
 import numpy as np
@@ -69,6 +71,17 @@ def _spec(tmp_path, task, train, dev, init, **kw):
     defaults.update(kw)
     return finetune.FinetuneSpec(task=task, train=str(train), dev=str(dev), init=init,
                                  output_dir=str(tmp_path / "out"), **defaults)
+
+
+def _via_records(spec, folder):
+    """Runs TaskData on `spec`'s raw files into `folder`, deletes the raw files, and
+    returns the spec that reads TaskData's records instead: training and predictions
+    can then only come from the records."""
+    finetune.convert_task_files(spec, str(folder))
+    for path in (spec.train, spec.dev, spec.test):
+        if path:
+            os.remove(path)
+    return dataclasses.replace(spec, train=None, dev=None, test=None, task_data_dir=str(folder))
 
 
 def _jsonl(path, rows):
@@ -199,8 +212,8 @@ def test_classification_beats_majority_and_keeps_best(tmp_path, tiny_init):
     rng = random.Random(0)
     train = _jsonl(tmp_path / "train.jsonl", keyword_examples(320, rng))
     dev = _jsonl(tmp_path / "dev.jsonl", keyword_examples(100, rng))
-    result = finetune.run(_spec(tmp_path, "classification", train, dev, tiny_init,
-                                max_seq_length=24, epochs=5))
+    result = finetune.run(_via_records(_spec(tmp_path, "classification", train, dev, tiny_init,
+                                             max_seq_length=24, epochs=5), tmp_path / "records"))
     assert result["labels"] == ["neg", "pos"]
     assert result["dev"]["accuracy"] >= result["baseline"]["accuracy"] + 0.3, result["history"]
     assert result["dev"]["accuracy"] >= 0.9
@@ -283,8 +296,9 @@ def test_ner_windows_and_character_offsets(tmp_path, tiny_init):
     test.write_text(conll_text(test_sentences))
     from components.task_data import ReadOptions
 
-    result = finetune.run(_spec(tmp_path, "ner", train, dev, tiny_init, max_seq_length=24,
-                                epochs=6, read=ReadOptions(tag_scheme="IOB1"), test=str(test)))
+    result = finetune.run(_via_records(
+        _spec(tmp_path, "ner", train, dev, tiny_init, max_seq_length=24, epochs=6,
+              read=ReadOptions(tag_scheme="IOB1"), test=str(test)), tmp_path / "records"))
     # The test split is scored once, with the best dev epoch's weights.
     assert result["examples"]["test"] == len(test_sentences)
     assert result["test"]["f1"] >= 0.8 and result["test_baseline"]["f1"] == 0.0
@@ -349,10 +363,10 @@ def test_squad2_null_threshold_beats_no_answer(tmp_path, tiny_init):
     (tmp_path / "dev.json").write_text(json.dumps(dev_data))
     test_data = squad_data(30, rng, unanswerable_share=0.5, prefix="t")
     (tmp_path / "test.json").write_text(json.dumps(test_data))
-    result = finetune.run(_spec(tmp_path, "squad2", tmp_path / "train.json", tmp_path / "dev.json",
-                                tiny_init, max_seq_length=40, doc_stride=12, max_query_length=8,
-                                epochs=3, n_best_size=5, max_answer_length=4,
-                                test=str(tmp_path / "test.json")))
+    result = finetune.run(_via_records(
+        _spec(tmp_path, "squad2", tmp_path / "train.json", tmp_path / "dev.json", tiny_init,
+              max_seq_length=40, doc_stride=12, max_query_length=8, epochs=3, n_best_size=5,
+              max_answer_length=4, test=str(tmp_path / "test.json")), tmp_path / "records"))
     baseline = result["baseline"]
     assert baseline["NoAns_f1"] == 100.0 and baseline["HasAns_f1"] == 0.0
     assert result["dev"]["f1"] >= baseline["f1"] + 25.0, result["history"]
