@@ -53,7 +53,7 @@ import time
 
 import numpy as np
 
-from components import task_data
+from components import task_files
 from keras_bert import metrics as bert_metrics
 from keras_bert import tasks
 
@@ -83,14 +83,14 @@ class EvaluateSpec:
     Args:
         export_dir: the SavedModel version folder (holding saved_model.pb) to score.
         task: one of `keras_bert.tasks.TASKS`.
-        test: the raw test file (any format `components.task_data` reads).
+        test: the raw test file (any format `components.task_files` reads).
         output_dir: where evaluation.json, the predictions and blessing.json go.
         labels: class names in the model's output order (classification, pair);
             the tag set for NER. Defaults to None.
         train_label_counts: {label: count} of the training split, as TaskData counted
             them: the majority class (classification, pair) or the training mean
             (regression, labels as numbers) of the baseline. Defaults to None.
-        read: `components.task_data.ReadOptions` for the test file.
+        read: `components.task_files.ReadOptions` for the test file.
             Defaults to ReadOptions().
         batch_size: examples per signature call. Defaults to 32.
         margin: how much the model must beat the baseline by. Defaults to 0.0.
@@ -102,7 +102,7 @@ class EvaluateSpec:
     output_dir: str
     labels: tuple = None
     train_label_counts: dict = None
-    read: task_data.ReadOptions = task_data.ReadOptions()
+    read: task_files.ReadOptions = task_files.ReadOptions()
     batch_size: int = 32
     margin: float = 0.0
 
@@ -379,7 +379,7 @@ def _score_answers(spec, model, squad_records):
 
 
 def _read_test(spec):
-    examples, bad = task_data.read_examples(spec.test, spec.task, spec.read)
+    examples, bad = task_files.read_examples(spec.test, spec.task, spec.read)
     if not examples:
         raise EvaluationError(f"{spec.test}: no usable test examples ({len(bad)} bad record(s)"
                               f"{', first: ' + str(bad[0]) if bad else ''})")
@@ -494,18 +494,18 @@ def parse_args(argv=None):
                              "majority / mean baseline.")
     parser.add_argument("--batch_size", type=int, default=EvaluateSpec.batch_size)
     parser.add_argument("--margin", type=float, default=EvaluateSpec.margin)
-    task_data.add_read_arguments(parser)
+    task_files.add_read_arguments(parser)
     args = parser.parse_args(argv)
     labels = tuple(args.labels.split(",")) if args.labels else None
     if args.labels_file:
-        labels = tuple(task_data.read_labels(args.labels_file))
+        labels = tuple(task_files.read_labels(args.labels_file))
     counts = None
     if args.train_stats:
         with open(args.train_stats, encoding="utf-8") as f:
             counts = json.load(f)["splits"]["train"]["label_counts"]
     return EvaluateSpec(export_dir=args.export_dir, task=args.task, test=args.test,
                         output_dir=args.output, labels=labels, train_label_counts=counts,
-                        read=task_data.read_options_from_args(args), batch_size=args.batch_size,
+                        read=task_files.read_options_from_args(args), batch_size=args.batch_size,
                         margin=args.margin)
 
 

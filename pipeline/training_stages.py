@@ -43,7 +43,7 @@ def _pretrain(config, beam_args, upstream, out):
 
 
 def _task_data(config, beam_args, upstream, out):
-    from components import task_data
+    from components import task_data, task_files
     eg = upstream["ExampleGen"]["outputs"]
     do_lower_case = config.do_lower_case
     if config.init:
@@ -57,7 +57,7 @@ def _task_data(config, beam_args, upstream, out):
         labels=tuple(eg["labels"]) if eg.get("labels") else None)
     stats = task_data.run(spec, list(beam_args or []))
     labels_path = os.path.join(out, task_data.LABELS_FILE)
-    labels = task_data.read_labels(labels_path) if os.path.exists(labels_path) else None
+    labels = task_files.read_labels(labels_path) if os.path.exists(labels_path) else None
     metrics = {f"{split}_records": s["records"] for split, s in stats["splits"].items()}
     metrics["bad_records"] = stats["bad_records_total"]
     return {"task_data_dir": out,

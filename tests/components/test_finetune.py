@@ -249,7 +249,7 @@ def test_pair_from_glue_tsv(tmp_path, tiny_init):
 
     train = write(tmp_path / "train.tsv", keyword_side_pairs(320, rng))
     dev = write(tmp_path / "dev.tsv", keyword_side_pairs(100, rng))
-    from components.task_data import ReadOptions
+    from components.task_files import ReadOptions
 
     read = ReadOptions(text_column="#1 String", text_b_column="#2 String", label_column="Quality")
     result = finetune.run(_spec(tmp_path, "pair", train, dev, tiny_init, read=read, epochs=4,
@@ -271,7 +271,7 @@ def test_regression_from_csv(tmp_path, tiny_init):
 
     train = write(tmp_path / "train.csv", very_counts(320, rng))
     dev = write(tmp_path / "dev.csv", very_counts(100, rng))
-    from components.task_data import ReadOptions
+    from components.task_files import ReadOptions
 
     read = ReadOptions(text_column="sentence", label_column="score")
     result = finetune.run(_spec(tmp_path, "regression", train, dev, tiny_init, read=read,
@@ -294,7 +294,7 @@ def test_ner_windows_and_character_offsets(tmp_path, tiny_init):
     test_sentences = ner_sentences(40, rng)
     test = tmp_path / "test.conll"
     test.write_text(conll_text(test_sentences))
-    from components.task_data import ReadOptions
+    from components.task_files import ReadOptions
 
     result = finetune.run(_via_records(
         _spec(tmp_path, "ner", train, dev, tiny_init, max_seq_length=24, epochs=6,
@@ -516,7 +516,7 @@ def test_mixed_precision_under_a_mirrored_strategy(tmp_path, tiny_init):
     rng = random.Random(10)
     (tmp_path / "train.conll").write_text(conll_text(ner_sentences(32, rng)))
     (tmp_path / "dev.conll").write_text(conll_text(ner_sentences(8, rng)))
-    from components.task_data import ReadOptions
+    from components.task_files import ReadOptions
 
     result = finetune.run(_spec(tmp_path, "ner", tmp_path / "train.conll", tmp_path / "dev.conll",
                                 tiny_init, epochs=1, max_seq_length=24, mixed_precision=True,
