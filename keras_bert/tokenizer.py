@@ -930,6 +930,11 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
         mismatches = fast_split_mismatches()
         # Normalized text the fast kernel splits exactly as the tokenizer does.
         self._fast_text_pattern = ("[^%s]*" % _re2_class(mismatches)[1:-1]) if mismatches else None
+        # ASCII text that needs no check: the kernel splits these characters as the
+        # tokenizer does (all of ASCII but the controls the tokenizer deletes anyway,
+        # unless a kernel's tables say otherwise).
+        odd = _class_mask(mismatches)[:0x80] & ~_class_mask(char_class_ranges()["removed"])[:0x80]
+        self._ascii_pattern = _re2_class(_ranges_of(~odd)) + "*"
         # For offsets into the raw text: split where the normalized text would be
         # split. Whitespace that the original deletes as a control character (e.g.
         # U+001C) must not split here, and CJK characters are words of their own.
@@ -942,7 +947,12 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
         """The token -> id `tf.lookup.StaticHashTable` (-1 for unknown tokens)."""
         return self._table
 
-    def _texts(self, texts, what):
+    def _texts(self, texts, what, rows=None):
+        """`texts` as a checked [batch] string tensor (an assertion on invalid UTF-8).
+
+        `rows` (int64 [batch]) are the texts' indices in the caller's batch, for the
+        error message; by default 0, 1, 2, ...
+        """
         texts = tf.convert_to_tensor(texts, dtype=tf.string)
         if texts.shape.rank is not None and texts.shape.rank != 1:
             raise ValueError(f"{what} must have shape [batch], got {texts.shape}")
@@ -950,6 +960,8 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
         # points, so this accepts exactly the well-formed UTF-8 (no surrogates).
         valid = tf.strings.regex_full_match(texts, _UTF8_TEXT)
         first_bad = tf.reshape(tf.where(tf.logical_not(valid)), [-1])[:1]
+        if rows is not None:
+            first_bad = tf.gather(rows, first_bad)
         check = tf.debugging.Assert(
             tf.reduce_all(valid),
             [f"{what} holds invalid UTF-8 at batch index", first_bad],
@@ -987,19 +999,36 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
             texts = tf.strings.regex_replace(texts, self._mark_pattern, "")
         return texts
 
-    def _fast_pieces(self, texts, by_word):
-        """WordPiece ids of texts already checked to be valid UTF-8, on the fast path.
+    def _fast_pieces(self, texts, what, by_word):
+        """WordPiece ids of texts (checked here), on the fast path.
 
         Args:
             texts: string tensor [batch].
+            what: how errors name the input.
             by_word: group the pieces by word.
 
         Returns:
             An int64 RaggedTensor [batch, pieces], or [batch, words, pieces].
         """
+        texts = tf.convert_to_tensor(texts, dtype=tf.string)
+        if texts.shape.rank is not None and texts.shape.rank != 1:
+            raise ValueError(f"{what} must have shape [batch], got {texts.shape}")
+        # Most text is ASCII: valid UTF-8, lowercased by the ASCII rule alone, and
+        # split by the kernel as by the tokenizer. Only the other rows go through
+        # the UTF-8 check, ICU's lowercasing and NFD, and the character check.
+        plain = tf.strings.regex_full_match(texts, self._ascii_pattern)
+        other_rows = tf.reshape(tf.where(tf.logical_not(plain)), [-1])  # (other,)
+        other = self._texts(tf.gather(texts, other_rows), what, other_rows)
+        cleaned = tf.strings.regex_replace(texts, self._removed_pattern, "")
+        other_normalized = self._normalize_case(
+            tf.strings.regex_replace(other, self._removed_pattern, ""))
+        if self._do_lower_case:
+            normalized = tf.tensor_scatter_nd_update(
+                tf.strings.lower(cleaned), tf.expand_dims(other_rows, 1), other_normalized)
+        else:
+            normalized = cleaned
         # CJK characters need no spaces here: the kernel makes each a word, and
         # lowercasing and NFD neither make nor unmake them.
-        normalized = self._normalize_case(tf.strings.regex_replace(texts, self._removed_pattern, ""))
         ids, starts, ends = self._fast.tokenize_with_offsets(normalized)  # (batch, (pieces))
         # A word over the kernel's byte limit comes back as one [UNK] spanning it.
         too_long = tf.logical_and(
@@ -1007,9 +1036,11 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
             ends.flat_values - starts.flat_values > MAX_FAST_WORD_BYTES)
         exact = tf.reduce_any(ids.with_flat_values(too_long), axis=1)
         if self._fast_text_pattern is not None:
-            exact = tf.logical_or(
-                exact, tf.logical_not(tf.strings.regex_full_match(normalized, self._fast_text_pattern)))
+            odd = tf.logical_not(tf.strings.regex_full_match(other_normalized, self._fast_text_pattern))
+            exact = tf.logical_or(exact, tf.scatter_nd(
+                tf.expand_dims(other_rows, 1), odd, tf.shape(exact, out_type=tf.int64)))
         exact_rows = tf.reshape(tf.where(exact), [-1])  # (exact,)
+        # Texts on the exact path are checked UTF-8: ASCII, or checked above.
         words = self._wordpieces(self._basic_tokenize(tf.gather(texts, exact_rows)))
         if by_word:
             flat = ids.flat_values
@@ -1032,7 +1063,7 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
         Returns:
             An int64 RaggedTensor [batch, words, pieces].
         """
-        return self._fast_pieces(self._texts(texts, name), by_word=True)
+        return self._fast_pieces(texts, name, by_word=True)
 
     def _wordpieces(self, words):
         """WordPiece ids of a string RaggedTensor of words ([..., words] → [..., words, pieces])."""
@@ -1126,7 +1157,7 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
         Returns:
             An int64 RaggedTensor [batch, pieces].
         """
-        return self._fast_pieces(self._texts(texts, name), by_word=False)
+        return self._fast_pieces(texts, name, by_word=False)
 
     def encode(self, texts, texts_b=None, max_seq_length=128, dtype=tf.int32):
         """Model inputs, truncated and padded as `BertTokenizer.encode`.
