@@ -198,6 +198,7 @@ def _ranges_of(mask):
 
 
 def _class_mask(ranges):
+    """A boolean array over all code points, True inside the inclusive `ranges`."""
     mask = np.zeros(0x110000, dtype=bool)
     for lo, hi in ranges:
         mask[lo:hi + 1] = True
@@ -632,7 +633,8 @@ class BertTokenizer(_VocabularyInfo):
         """
         if isinstance(texts, (str, bytes)):
             raise TypeError("texts must be a sequence of texts, not a single text")
-        return self._ids_batch(list(texts), [f"texts[{i}]" for i in range(len(texts))])
+        texts = list(texts)
+        return self._ids_batch(texts, [f"texts[{i}]" for i in range(len(texts))])
 
     def _ids_batch(self, texts, names, chunk_size=2048):
         """Ids of `texts` (str or bytes), `names[i]` naming entry i in errors."""
@@ -1022,11 +1024,11 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
         cleaned = tf.strings.regex_replace(texts, self._removed_pattern, "")
         other_normalized = self._normalize_case(
             tf.strings.regex_replace(other, self._removed_pattern, ""))
-        if self._do_lower_case:
-            normalized = tf.tensor_scatter_nd_update(
-                tf.strings.lower(cleaned), tf.expand_dims(other_rows, 1), other_normalized)
-        else:
-            normalized = cleaned
+        # The other rows are put in place even when cased (where they are already
+        # there), so that the output depends on their UTF-8 check.
+        normalized = tf.tensor_scatter_nd_update(
+            tf.strings.lower(cleaned) if self._do_lower_case else cleaned,
+            tf.expand_dims(other_rows, 1), other_normalized)
         # CJK characters need no spaces here: the kernel makes each a word, and
         # lowercasing and NFD neither make nor unmake them.
         ids, starts, ends = self._fast.tokenize_with_offsets(normalized)  # (batch, (pieces))
