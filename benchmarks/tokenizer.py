@@ -49,7 +49,10 @@ def default_corpus(directory):
 
 
 def learn_vocab(lines, path, vocab_size, do_lower_case):
-    """Learns a WordPiece vocabulary from the corpus itself, as the pipeline's Vocab stage does."""
+    """Learns a WordPiece vocabulary from the corpus itself with the project's learner.
+
+    `lower_thresh=2` lets the learner reach a realistic size on a corpus this small.
+    """
     from keras_bert import vocab_learner
 
     counts = vocab_learner.count_words(lines, do_lower_case)
