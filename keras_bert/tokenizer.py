@@ -1032,18 +1032,18 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
         # CJK characters need no spaces here: the kernel makes each a word, and
         # lowercasing and NFD neither make nor unmake them.
         ids, starts, ends = self._fast.tokenize_with_offsets(normalized)  # (batch, (pieces))
-        # A word over the kernel's byte limit comes back as one [UNK] spanning it.
-        too_long = tf.logical_and(
-            tf.equal(ids.flat_values, self.unk_id),
-            ends.flat_values - starts.flat_values > MAX_FAST_WORD_BYTES)
-        exact = tf.reduce_any(ids.with_flat_values(too_long), axis=1)
+        # A word over the kernel's byte limit comes back as one [UNK] spanning it;
+        # [UNK]s are few, so only they are looked at.
+        unk = tf.reshape(tf.where(tf.equal(ids.flat_values, self.unk_id)), [-1])  # (unks,)
+        span = tf.gather(ends.flat_values, unk) - tf.gather(starts.flat_values, unk)
+        too_long = tf.boolean_mask(unk, span > MAX_FAST_WORD_BYTES)
+        long_rows = tf.searchsorted(ids.row_splits, too_long, side="right", out_type=tf.int64) - 1
+        num_rows = tf.shape(texts, out_type=tf.int64)[:1]
+        exact = tf.scatter_nd(tf.expand_dims(long_rows, 1), tf.ones_like(long_rows), num_rows)
         if self._fast_text_pattern is not None:
             odd = tf.logical_not(tf.strings.regex_full_match(other_normalized, self._fast_text_pattern))
-            exact = tf.logical_or(exact, tf.scatter_nd(
-                tf.expand_dims(other_rows, 1), odd, tf.shape(exact, out_type=tf.int64)))
-        exact_rows = tf.reshape(tf.where(exact), [-1])  # (exact,)
-        # Texts on the exact path are checked UTF-8: ASCII, or checked above.
-        words = self._wordpieces(self._basic_tokenize(tf.gather(texts, exact_rows)))
+            exact += tf.scatter_nd(tf.expand_dims(other_rows, 1), tf.cast(odd, tf.int64), num_rows)
+        exact_rows = tf.reshape(tf.where(exact > 0), [-1])  # (exact,)
         if by_word:
             flat = ids.flat_values
             starts_word = tf.logical_not(tf.gather(self._continues_word, flat))
@@ -1052,8 +1052,15 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
             per_row = tf.reduce_sum(tf.cast(ids.with_flat_values(starts_word), tf.int64), axis=1)
             fast = tf.RaggedTensor.from_row_lengths(pieces, per_row, validate=False)
         else:
-            fast, words = ids, words.merge_dims(1, 2)
-        return _replace_rows(fast, exact_rows, words)
+            fast = ids
+
+        def with_exact_rows():
+            # Texts on the exact path are checked UTF-8: ASCII, or checked above.
+            words = self._wordpieces(self._basic_tokenize(tf.gather(texts, exact_rows)))
+            return _replace_rows(fast, exact_rows, words if by_word else words.merge_dims(1, 2))
+
+        # Usually no text needs the exact path: skip it (and the copy) then.
+        return tf.cond(tf.size(exact_rows) > 0, with_exact_rows, lambda: fast)
 
     def tokenize_words(self, texts, name="texts"):
         """WordPiece ids grouped by word, for whole-word masking.

@@ -469,6 +469,7 @@ OPS_2_12 = {
     "ScatterNd", "Select", "SelectV2", "Shape", "ShardedFilename", "Size", "Squeeze",
     "StatefulPartitionedCall", "StatelessIf", "StaticRegexFullMatch", "StaticRegexReplace",
     "StridedSlice", "StringJoin", "StringLength", "StringLower", "Sub", "TensorScatterUpdate",
+    "UpperBound",
     "Tile", "Transpose", "UnicodeTranscode", "UnsortedSegmentSum", "VarHandleOp",
     "VarIsInitializedOp", "Where", "WordpieceTokenizeWithOffsets", "ZerosLike",
 }
