@@ -26,7 +26,9 @@ EXTRAS_REQUIRE = {
     "test": ["pytest>=8,<10", "pytest-timeout>=2.3", "jax[cpu]==0.10.*"],
     # Only for regenerating golden fixtures and running peer benchmarks; never
     # needed by `make test`.
-    "reference": ["torch==2.13.0", "transformers>=4.40,<6"],
+    # tokenizers: Hugging Face's Rust tokenizers (what transformers' fast BERT
+    # tokenizer runs on), the peer of benchmarks/tokenizer.py.
+    "reference": ["torch==2.13.0", "transformers>=4.40,<6", "tokenizers==0.23.3"],
     "jax": ["jax[cpu]"],
 }
 

@@ -20,6 +20,7 @@ CASES = {
 # Cases that print their own report (command line as `python -m MODULE ARGS`).
 SCRIPTS = {
     "pretraining_data": ("benchmarks.pretraining_data", []),
+    "tokenizer": ("benchmarks.tokenizer", []),
     "serving_load": ("benchmarks.serving_load", ["--bert", "tiny", "--clients", "8",
                                                  "--requests", "250", "--reload"]),
 }

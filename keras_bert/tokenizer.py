@@ -16,9 +16,11 @@ Both tokenizers reproduce google-research/bert's `tokenization.py`
    `##` marking continuations; a word longer than 200 characters, or one that
    cannot be fully pieced, becomes `[UNK]`.
 
-`BertTokenizer` is the pure-Python tokenizer (data preparation, Beam).
-`InGraphBertTokenizer` is a `tf.Module` for `tf.function`, `tf.data` and SavedModel
-export; it reads the same vocabulary file, which becomes a SavedModel asset.
+`BertTokenizer` is the pure-Python tokenizer (data preparation, Beam); its
+`token_ids_batch` and `encode_batch` run whole batches through the in-graph path
+(same ids, several times faster). `InGraphBertTokenizer` is a `tf.Module` for
+`tf.function`, `tf.data` and SavedModel export; it reads the same vocabulary file,
+which becomes a SavedModel asset.
 
 The character classes of steps 1, 2, 5 and the Mn of step 4 are computed once per
 process from Python's `unicodedata`, and the in-graph tokenizer embeds them in its
@@ -177,6 +179,117 @@ def re2_patterns():
         "nonspacing_mark", each a bracketed RE2 character class.
     """
     return {name: _re2_class(ranges) for name, ranges in char_class_ranges().items()}
+
+
+# ---------------------------------------------------------------------------
+# The fast kernel's view of characters, and ICU's, checked against Python's.
+# ---------------------------------------------------------------------------
+
+# Words of at most this many UTF-8 bytes are pieced by the fast kernel; a longer
+# word may exceed the original's 200-character limit, so its text takes the
+# exact (split, then piece) path.
+MAX_FAST_WORD_BYTES = MAX_INPUT_CHARS_PER_WORD
+
+
+def _ranges_of(mask):
+    """Inclusive (first, last) ranges of the True entries of a boolean array."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return tuple((int(lo), int(hi) - 1) for lo, hi in zip(edges[::2], edges[1::2]))
+
+
+def _class_mask(ranges):
+    """A boolean array over all code points, True inside the inclusive `ranges`."""
+    mask = np.zeros(0x110000, dtype=bool)
+    for lo, hi in ranges:
+        mask[lo:hi + 1] = True
+    return mask
+
+
+@functools.lru_cache(maxsize=None)
+def fast_split_mismatches():
+    """Code points that the fast kernel splits words at unlike the tokenizer.
+
+    tensorflow-text's `FastWordpieceTokenizer`, given whole text, splits it into
+    words itself: at ICU whitespace and at the original's punctuation and CJK rule
+    evaluated with ICU's Unicode tables. Where those tables differ from Python's
+    (characters assigned in a newer Unicode version than Python's), the words
+    would differ. This probes the kernel once per process on every code point,
+    each in the context "a{c}a ", and compares the words it makes with the
+    tokenizer's classes (whitespace, punctuation, CJK, other).
+
+    Returns:
+        A tuple of inclusive (first, last) code-point ranges, often a few dozen
+        unassigned-in-Python characters; text holding one is tokenized on the exact
+        path instead.
+    """
+    classes = char_class_ranges()
+    expected = np.ones(0x110000, dtype=np.int64)  # words made of "a{c}a"
+    expected[_class_mask(classes["whitespace"])] = 2
+    expected[_class_mask(classes["punctuation"]) | _class_mask(classes["cjk"])] = 3
+    cps = np.concatenate([np.arange(0xD800), np.arange(0xE000, 0x110000)])
+    # Every word comes back as one token: "a", or [UNK] for any other word (with
+    # no continuation token in the vocabulary, no word has a second piece).
+    kernel = tf_text.FastWordpieceTokenizer(
+        [features.UNK_TOKEN, "a"], unknown_token=features.UNK_TOKEN, max_bytes_per_word=64)
+    mismatched = np.zeros(0x110000, dtype=bool)
+    with tf.init_scope():
+        for chunk in np.array_split(cps, 16):
+            units = np.empty((len(chunk), 4), dtype="<u4")
+            units[:, 0] = units[:, 2] = ord("a")
+            units[:, 1] = chunk
+            units[:, 3] = ord(" ")
+            text = units.tobytes().decode("utf-32-le").encode("utf-8")
+            char_bytes = 1 + (chunk >= 0x80) + (chunk >= 0x800) + (chunk >= 0x10000)
+            unit_starts = np.concatenate([[0], np.cumsum(3 + char_bytes)[:-1]])
+            _, starts, _ = kernel.tokenize_with_offsets(tf.constant([text]))
+            unit_of_word = np.searchsorted(unit_starts, starts.flat_values.numpy(), "right") - 1
+            words = np.bincount(unit_of_word, minlength=len(chunk))
+            mismatched[chunk] = words != expected[chunk]
+    return _ranges_of(mismatched)
+
+
+@functools.lru_cache(maxsize=None)
+def icu_normalization_mismatches():
+    """Code points whose in-graph (ICU) lowercasing and NFD may differ from Python's.
+
+    Characters unassigned in Python's Unicode tables are all listed (ICU may know
+    them). Every assigned character except private-use ones is probed once per
+    process: ICU's and Python's lowercase + NFD are compared on the character in
+    contexts that also expose its casing properties (the final-sigma rule) and its
+    combining class (canonical reordering).
+
+    Returns:
+        A tuple of inclusive (first, last) code-point ranges. Uncased text without
+        these characters is normalized identically by both tokenizers.
+    """
+    unassigned = np.zeros(0x110000, dtype=bool)
+    probed = []
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        category = unicodedata.category(chr(cp))
+        if category == "Cn":
+            unassigned[cp] = True
+        elif category != "Co" and cp >= 0x80:
+            probed.append(cp)
+    contexts = ("{c}", "{c}\u03a3", "\u0391{c}\u03a3", "\u0391\u03a3{c}",
+                "\u0391\u03a3{c}\u0391", "a\u0301{c}\u0316")
+    template = " ".join(contexts)
+    probes = [template.replace("{c}", chr(cp)) for cp in probed]
+    want = [unicodedata.normalize("NFD", " ".join(w.lower() for w in p.split(" ")))
+            for p in probes]
+    with tf.init_scope():
+        got = tf_text.normalize_utf8(
+            tf.strings.lower(tf.constant([p.encode("utf-8") for p in probes]), encoding="utf-8"),
+            "NFD").numpy()
+    for cp, g, w in zip(probed, got, want):
+        if g.decode("utf-8") != w:
+            unassigned[cp] = True
+    return _ranges_of(unassigned)
+
+
+# Well-formed UTF-8: any number of Unicode scalar values (RE2 syntax).
+_UTF8_TEXT = "[\\x{0}-\\x{d7ff}\\x{e000}-\\x{10ffff}]*"
 
 
 # ---------------------------------------------------------------------------
@@ -386,6 +499,12 @@ class BertTokenizer(_VocabularyInfo):
         # No vocabulary entry is longer than this, so longer candidates are skipped.
         self._max_piece_chars = max(len(t) for t in self._tokens)
         _python_patterns()  # Builds the character classes now rather than on first use.
+        self._batch_path = None  # built on the first batch call
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_batch_path"] = None  # TensorFlow objects are rebuilt, not pickled
+        return state
 
     @classmethod
     def from_vocab(cls, vocab_path, do_lower_case=True):
@@ -491,6 +610,49 @@ class BertTokenizer(_VocabularyInfo):
             out.append(self._tokens[int(token_id)])
         return out
 
+    def token_ids_batch(self, texts):
+        """Ids of many texts at once, through the in-graph fast path.
+
+        Equal to `[self.convert_tokens_to_ids(self.tokenize(t)) for t in texts]`
+        for every input (no special tokens, no truncation), several times faster
+        on batches. Uncased text holding a character whose lowercasing or NFD
+        TensorFlow's ICU might do unlike Python (`icu_normalization_mismatches`:
+        characters newer than Python's Unicode tables) is tokenized in Python, as
+        is a `str` that cannot be UTF-8 encoded (lone surrogates).
+
+        Args:
+            texts: sequence of str or UTF-8 bytes.
+
+        Returns:
+            A list with, per text, the list of its ids.
+
+        Raises:
+            TypeError: an entry is None (or not text); the message names its index.
+            TokenizerInputError: bytes at some index are not UTF-8 (index and byte
+                offset in the message).
+        """
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("texts must be a sequence of texts, not a single text")
+        texts = list(texts)
+        return self._ids_batch(texts, [f"texts[{i}]" for i in range(len(texts))])
+
+    def _ids_batch(self, texts, names, chunk_size=2048):
+        """Ids of `texts` (str or bytes), `names[i]` naming entry i in errors."""
+        path = self._batch_path
+        if path is None:
+            path = self._batch_path = _BatchPath(self._tokens, self._do_lower_case)
+        encoded = [path.graph_input(text, name) for text, name in zip(texts, names)]
+        out = [None] * len(texts)
+        graph_rows = [i for i, data in enumerate(encoded) if data is not None]
+        for start in range(0, len(graph_rows), chunk_size):
+            rows = graph_rows[start:start + chunk_size]
+            for i, ids in zip(rows, path.ids([encoded[i] for i in rows])):
+                out[i] = ids
+        for i, data in enumerate(encoded):
+            if data is None:
+                out[i] = self._ids(texts[i], names[i])
+        return out
+
     def _ids(self, text, what):
         return self.convert_tokens_to_ids(
             piece for word in self.basic_tokenize(_as_text(text, what))
@@ -571,14 +733,24 @@ class BertTokenizer(_VocabularyInfo):
             texts_b = list(texts_b)
             if len(texts_b) != len(texts):
                 raise ValueError(f"texts_b has {len(texts_b)} entries but texts has {len(texts)}")
-        rows = []
+        # One batch of every text, first and second alike, in the order the
+        # per-pair loop would have met them (so the first bad entry is the one named).
+        batch, names, slots = [], [], []
         for i, text in enumerate(texts):
             text_b = None if texts_b is None else texts_b[i]
             if max_seq_length is not None:
                 _check_max_seq_length(max_seq_length, text_b is not None)
-            ids_a = self._ids(text, f"texts[{i}]")
-            ids_b = None if text_b is None else self._ids(text_b, f"texts_b[{i}]")
-            rows.append(self._assemble(ids_a, ids_b, max_seq_length))
+            batch.append(text)
+            names.append(f"texts[{i}]")
+            if text_b is not None:
+                batch.append(text_b)
+                names.append(f"texts_b[{i}]")
+            slots.append(text_b is not None)
+        ids = iter(self._ids_batch(batch, names))
+        rows = []
+        for pair in slots:
+            ids_a = next(ids)
+            rows.append(self._assemble(ids_a, next(ids) if pair else None, max_seq_length))
         names = (features.INPUT_IDS, features.SEGMENT_IDS, features.INPUT_MASK)
         if max_seq_length is None:
             return {name: [row[name] for row in rows] for name in names}
@@ -586,6 +758,50 @@ class BertTokenizer(_VocabularyInfo):
             name: np.array([row[name] for row in rows], dtype=dtype).reshape(-1, max_seq_length)
             for name in names
         }
+
+
+class _BatchPath:
+    """`BertTokenizer`'s batch path: an in-graph tokenizer over its token list."""
+
+    def __init__(self, tokens, do_lower_case):
+        self._tokenizer = InGraphBertTokenizer._from_tokens(tokens, do_lower_case)
+        self._ids_fn = tf.function(self._flat_ids, input_signature=[tf.TensorSpec([None], tf.string)])
+        # Uncased text with any of these characters is left to Python (see
+        # `BertTokenizer.token_ids_batch`).
+        self._python_only = None
+        if do_lower_case:
+            mismatches = icu_normalization_mismatches()
+            if mismatches:
+                self._python_only = re.compile(_python_class(mismatches))
+
+    def _flat_ids(self, texts):
+        ids = self._tokenizer.tokenize(texts)
+        return ids.flat_values, ids.row_splits
+
+    def graph_input(self, text, name):
+        """`text` as UTF-8 bytes for the graph, or None where Python must tokenize it.
+
+        Raises the per-text path's errors for entries that are not text.
+        """
+        if isinstance(text, str):
+            if self._python_only is not None and not text.isascii() and self._python_only.search(text):
+                return None
+            try:
+                return text.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates
+                return None
+        checked = _as_text(text, name)  # bytes: valid UTF-8, or raises naming the entry
+        if (self._python_only is not None and not checked.isascii()
+                and self._python_only.search(checked)):
+            return None
+        return bytes(text)
+
+    def ids(self, data):
+        """Id lists of a list of UTF-8 byte strings."""
+        values, splits = self._ids_fn(tf.constant(data, tf.string))
+        values = values.numpy().tolist()
+        splits = splits.numpy().tolist()
+        return [values[a:b] for a, b in zip(splits[:-1], splits[1:])]
 
 
 # ---------------------------------------------------------------------------
@@ -601,9 +817,17 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
     Inputs are string tensors of shape `[batch]` (any batch size, including 0).
     Invalid UTF-8 raises `tf.errors.InvalidArgumentError` ("invalid UTF-8").
 
-    Built from core string ops (`regex_replace`, `lower`, `length`,
-    `unicode_transcode`) and tensorflow-text ops that exist since 2.x
-    (`normalize_utf8`, `regex_split`, `WordpieceTokenizer` over a hash table).
+    `tokenize`, `tokenize_words` and `encode` take the fast path: the text is
+    cleaned and normalized with core string ops and `normalize_utf8`, then
+    tensorflow-text's `FastWordpieceTokenizer` (linear-time WordPiece, in
+    tensorflow-text since 2.7) splits it into words and pieces in one pass. A
+    text the fast kernel could get wrong takes the exact path instead (split with
+    `regex_split` on the tokenizer's own character classes, then pieced): one
+    with a word over `MAX_FAST_WORD_BYTES` bytes (the original's limit counts
+    characters), or one holding a character that the kernel's ICU tables classify
+    unlike Python's (`fast_split_mismatches`). The offsets methods always split
+    with `regex_split`, as their spans must point into the raw text.
+
     tensorflow-text's `BertTokenizer` is avoided on purpose: its NFKC case folding
     differs from Python's `lower()` ("ß", full-width letters, ligatures) and its
     word limit counts bytes, not characters.
@@ -630,37 +854,89 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
                 raise VocabularyError(
                     f"{vocab_path}: line {i + 1} ({line!r}) has whitespace around its token; "
                     "the in-graph tokenizer needs the file to hold the tokens exactly")
-        ids = {token: i for i, token in enumerate(tokens)}
         self._vocab_path = vocab_path
+        self._build(tokens, do_lower_case, tf.lookup.TextFileInitializer(
+            vocab_path,
+            key_dtype=tf.string,
+            key_index=tf.lookup.TextFileIndex.WHOLE_LINE,
+            value_dtype=tf.int64,
+            value_index=tf.lookup.TextFileIndex.LINE_NUMBER,
+        ))
+
+    @classmethod
+    def _from_tokens(cls, tokens, do_lower_case=True):
+        """A tokenizer over a token list (no file; the table is built from the list)."""
+        self = cls.__new__(cls)
+        tf.Module.__init__(self)
+        self._vocab_path = None
+        tokens = list(tokens)
+        self._build(tokens, do_lower_case, tf.lookup.KeyValueTensorInitializer(
+            tf.constant(tokens, tf.string), tf.range(len(tokens), dtype=tf.int64)))
+        return self
+
+    def _build(self, tokens, do_lower_case, table_initializer):
+        ids = {token: i for i, token in enumerate(tokens)}
         self._do_lower_case = bool(do_lower_case)
         self._vocab_size = len(tokens)
         self._special_ids = {t: ids[t] for t in features.SPECIAL_TOKENS}
         # The WordPiece kernel treats -1 as "not in the vocabulary".
-        self._table = tf.lookup.StaticHashTable(
-            tf.lookup.TextFileInitializer(
-                vocab_path,
-                key_dtype=tf.string,
-                key_index=tf.lookup.TextFileIndex.WHOLE_LINE,
-                value_dtype=tf.int64,
-                value_index=tf.lookup.TextFileIndex.LINE_NUMBER,
-            ),
-            default_value=-1,
-        )
-        # Words over 200 characters never reach the kernel (they are replaced by
-        # "[UNK]" first), so its byte limit only has to admit 200 4-byte characters.
-        self._wordpiece = tf_text.WordpieceTokenizer(
-            self._table,
-            suffix_indicator=CONTINUATION_PREFIX,
-            max_bytes_per_word=4 * MAX_INPUT_CHARS_PER_WORD,
-            token_out_type=tf.int64,
-            unknown_token=features.UNK_TOKEN,
-        )
+        self._table = tf.lookup.StaticHashTable(table_initializer, default_value=-1)
+
+        def body_bytes(token):
+            if token.startswith(CONTINUATION_PREFIX):
+                token = token[len(CONTINUATION_PREFIX):]
+            return len(token.encode("utf-8"))
+
+        # The fast kernels hold the vocabulary in a trie with a 256-byte limit per
+        # token. A token that no word can match there (empty, or longer than any
+        # word the kernel sees) is stood in for by one holding a space, which no
+        # word contains, so that ids keep their positions.
+        def kernel_vocab(limit):
+            return [t if 0 < body_bytes(t) <= limit else f" {i}" for i, t in enumerate(tokens)]
+
+        # Words of the exact path reach 200 characters (800 bytes); when every token
+        # fits the trie they are pieced by the fast kernel too, else by the
+        # classic one over the hash table.
+        if all(body_bytes(t) <= 256 for t in tokens):
+            self._wordpiece = tf_text.FastWordpieceTokenizer(
+                kernel_vocab(256), suffix_indicator=CONTINUATION_PREFIX,
+                max_bytes_per_word=4 * MAX_INPUT_CHARS_PER_WORD, token_out_type=tf.int64,
+                unknown_token=features.UNK_TOKEN, no_pretokenization=True)
+        else:
+            # Words over 200 characters never reach the kernel (they are replaced by
+            # "[UNK]" first), so its byte limit only has to admit 200 4-byte characters.
+            self._wordpiece = tf_text.WordpieceTokenizer(
+                self._table,
+                suffix_indicator=CONTINUATION_PREFIX,
+                max_bytes_per_word=4 * MAX_INPUT_CHARS_PER_WORD,
+                token_out_type=tf.int64,
+                unknown_token=features.UNK_TOKEN,
+            )
+        # Whole text to pieces; a word over MAX_FAST_WORD_BYTES becomes one [UNK]
+        # spanning it, which sends its text to the exact path.
+        self._fast = tf_text.FastWordpieceTokenizer(
+            kernel_vocab(MAX_FAST_WORD_BYTES), suffix_indicator=CONTINUATION_PREFIX,
+            max_bytes_per_word=MAX_FAST_WORD_BYTES, token_out_type=tf.int64,
+            unknown_token=features.UNK_TOKEN, no_pretokenization=False)
+        # Which ids continue a word (the first piece of a word never starts with
+        # "#", which is punctuation).
+        self._continues_word = tf.constant(
+            [t.startswith(CONTINUATION_PREFIX) and len(t) > len(CONTINUATION_PREFIX)
+             for t in tokens], tf.bool)
         patterns = re2_patterns()
         self._removed_pattern = patterns["removed"]
         self._cjk_pattern = patterns["cjk"]
         self._mark_pattern = patterns["nonspacing_mark"]
         self._split_pattern = "%s+|%s" % (patterns["whitespace"], patterns["punctuation"])
         self._keep_pattern = patterns["punctuation"]
+        mismatches = fast_split_mismatches()
+        # Normalized text the fast kernel splits exactly as the tokenizer does.
+        self._fast_text_pattern = ("[^%s]*" % _re2_class(mismatches)[1:-1]) if mismatches else None
+        # ASCII text that needs no check: the kernel splits these characters as the
+        # tokenizer does (all of ASCII but the controls the tokenizer deletes anyway,
+        # unless a kernel's tables say otherwise).
+        odd = _class_mask(mismatches)[:0x80] & ~_class_mask(char_class_ranges()["removed"])[:0x80]
+        self._ascii_pattern = _re2_class(_ranges_of(~odd)) + "*"
         # For offsets into the raw text: split where the normalized text would be
         # split. Whitespace that the original deletes as a control character (e.g.
         # U+001C) must not split here, and CJK characters are words of their own.
@@ -673,14 +949,21 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
         """The token -> id `tf.lookup.StaticHashTable` (-1 for unknown tokens)."""
         return self._table
 
-    def _texts(self, texts, what):
+    def _texts(self, texts, what, rows=None):
+        """`texts` as a checked [batch] string tensor (an assertion on invalid UTF-8).
+
+        `rows` (int64 [batch]) are the texts' indices in the caller's batch, for the
+        error message; by default 0, 1, 2, ...
+        """
         texts = tf.convert_to_tensor(texts, dtype=tf.string)
         if texts.shape.rank is not None and texts.shape.rank != 1:
             raise ValueError(f"{what} must have shape [batch], got {texts.shape}")
-        # Transcoding drops invalid sequences, so a valid text comes back unchanged.
-        valid = tf.equal(tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="ignore"),
-                         texts)
+        # RE2 matches a character class only on shortest-form UTF-8 of its code
+        # points, so this accepts exactly the well-formed UTF-8 (no surrogates).
+        valid = tf.strings.regex_full_match(texts, _UTF8_TEXT)
         first_bad = tf.reshape(tf.where(tf.logical_not(valid)), [-1])[:1]
+        if rows is not None:
+            first_bad = tf.gather(rows, first_bad)
         check = tf.debugging.Assert(
             tf.reduce_all(valid),
             [f"{what} holds invalid UTF-8 at batch index", first_bad],
@@ -704,6 +987,11 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
         """`basic_tokenize` of texts already checked to be valid UTF-8."""
         texts = tf.strings.regex_replace(texts, self._removed_pattern, "")
         texts = tf.strings.regex_replace(texts, self._cjk_pattern, r" \0 ")
+        texts = self._normalize_case(texts)
+        return tf_text.regex_split(texts, self._split_pattern, self._keep_pattern)
+
+    def _normalize_case(self, texts):
+        """Lowercasing and accent stripping (uncased), on cleaned text."""
         if self._do_lower_case:
             # Lowercasing the whole text equals lowercasing word by word: no
             # separator is cased or case-ignorable, so the final-sigma context ends
@@ -711,7 +999,68 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
             texts = tf.strings.lower(texts, encoding="utf-8")
             texts = tf_text.normalize_utf8(texts, "NFD")
             texts = tf.strings.regex_replace(texts, self._mark_pattern, "")
-        return tf_text.regex_split(texts, self._split_pattern, self._keep_pattern)
+        return texts
+
+    def _fast_pieces(self, texts, what, by_word):
+        """WordPiece ids of texts (checked here), on the fast path.
+
+        Args:
+            texts: string tensor [batch].
+            what: how errors name the input.
+            by_word: group the pieces by word.
+
+        Returns:
+            An int64 RaggedTensor [batch, pieces], or [batch, words, pieces].
+        """
+        texts = tf.convert_to_tensor(texts, dtype=tf.string)
+        if texts.shape.rank is not None and texts.shape.rank != 1:
+            raise ValueError(f"{what} must have shape [batch], got {texts.shape}")
+        # Most text is ASCII: valid UTF-8, lowercased by the ASCII rule alone, and
+        # split by the kernel as by the tokenizer. Only the other rows go through
+        # the UTF-8 check, ICU's lowercasing and NFD, and the character check.
+        plain = tf.strings.regex_full_match(texts, self._ascii_pattern)
+        other_rows = tf.reshape(tf.where(tf.logical_not(plain)), [-1])  # (other,)
+        other = self._texts(tf.gather(texts, other_rows), what, other_rows)
+        cleaned = tf.strings.regex_replace(texts, self._removed_pattern, "")
+        other_normalized = self._normalize_case(
+            tf.strings.regex_replace(other, self._removed_pattern, ""))
+        # The other rows are put in place even when cased (where they are already
+        # there), so that the output depends on their UTF-8 check.
+        normalized = tf.tensor_scatter_nd_update(
+            tf.strings.lower(cleaned) if self._do_lower_case else cleaned,
+            tf.expand_dims(other_rows, 1), other_normalized)
+        # CJK characters need no spaces here: the kernel makes each a word, and
+        # lowercasing and NFD neither make nor unmake them.
+        ids, starts, ends = self._fast.tokenize_with_offsets(normalized)  # (batch, (pieces))
+        # A word over the kernel's byte limit comes back as one [UNK] spanning it;
+        # [UNK]s are few, so only they are looked at.
+        unk = tf.reshape(tf.where(tf.equal(ids.flat_values, self.unk_id)), [-1])  # (unks,)
+        span = tf.gather(ends.flat_values, unk) - tf.gather(starts.flat_values, unk)
+        too_long = tf.boolean_mask(unk, span > MAX_FAST_WORD_BYTES)
+        long_rows = tf.searchsorted(ids.row_splits, too_long, side="right", out_type=tf.int64) - 1
+        num_rows = tf.shape(texts, out_type=tf.int64)[:1]
+        exact = tf.scatter_nd(tf.expand_dims(long_rows, 1), tf.ones_like(long_rows), num_rows)
+        if self._fast_text_pattern is not None:
+            odd = tf.logical_not(tf.strings.regex_full_match(other_normalized, self._fast_text_pattern))
+            exact += tf.scatter_nd(tf.expand_dims(other_rows, 1), tf.cast(odd, tf.int64), num_rows)
+        exact_rows = tf.reshape(tf.where(exact > 0), [-1])  # (exact,)
+        if by_word:
+            flat = ids.flat_values
+            starts_word = tf.logical_not(tf.gather(self._continues_word, flat))
+            pieces = tf.RaggedTensor.from_row_starts(
+                flat, tf.reshape(tf.where(starts_word), [-1]), validate=False)  # (words, (pieces))
+            per_row = tf.reduce_sum(tf.cast(ids.with_flat_values(starts_word), tf.int64), axis=1)
+            fast = tf.RaggedTensor.from_row_lengths(pieces, per_row, validate=False)
+        else:
+            fast = ids
+
+        def with_exact_rows():
+            # Texts on the exact path are checked UTF-8: ASCII, or checked above.
+            words = self._wordpieces(self._basic_tokenize(tf.gather(texts, exact_rows)))
+            return _replace_rows(fast, exact_rows, words if by_word else words.merge_dims(1, 2))
+
+        # Usually no text needs the exact path: skip it (and the copy) then.
+        return tf.cond(tf.size(exact_rows) > 0, with_exact_rows, lambda: fast)
 
     def tokenize_words(self, texts, name="texts"):
         """WordPiece ids grouped by word, for whole-word masking.
@@ -723,7 +1072,7 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
         Returns:
             An int64 RaggedTensor [batch, words, pieces].
         """
-        return self._wordpieces(self.basic_tokenize(texts, name))
+        return self._fast_pieces(texts, name, by_word=True)
 
     def _wordpieces(self, words):
         """WordPiece ids of a string RaggedTensor of words ([..., words] → [..., words, pieces])."""
@@ -817,7 +1166,7 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
         Returns:
             An int64 RaggedTensor [batch, pieces].
         """
-        return self.tokenize_words(texts, name).merge_dims(1, 2)
+        return self._fast_pieces(texts, name, by_word=False)
 
     def encode(self, texts, texts_b=None, max_seq_length=128, dtype=tf.int32):
         """Model inputs, truncated and padded as `BertTokenizer.encode`.
@@ -878,6 +1227,16 @@ def _truncated_pair_lengths_tf(len_a, len_b, max_tokens):
     cut_b = tf.minimum(len_b, tf.maximum(max_tokens - len_a, max_tokens // 2))
     cut_a = tf.minimum(len_a, max_tokens - cut_b)
     return tf.where(fits, len_a, cut_a), tf.where(fits, len_b, cut_b)
+
+
+def _replace_rows(ragged, rows, replacement):
+    """`ragged` with its rows `rows` (int64 [n]) replaced by the rows of `replacement`."""
+    num_rows = ragged.nrows()
+    both = tf.concat([ragged, replacement], axis=0)
+    index = tf.tensor_scatter_nd_update(
+        tf.range(num_rows), tf.expand_dims(rows, 1),
+        num_rows + tf.range(tf.shape(rows, out_type=tf.int64)[0]))
+    return tf.gather(both, index)
 
 
 def _keep_first(ragged, lengths):

@@ -232,12 +232,22 @@ def test_every_code_point_matches_between_python_and_graph(py_tokenizers, tf_tok
     texts = ["".join(chunks[i:i + size]) for i in range(0, len(chunks), size)]
     for variant in VARIANTS:
         py, graph = py_tokenizers[variant], tf_tokenizers[variant]
-        words = graph.basic_tokenize(tf.constant(texts)).to_list()
-        suspects = [cp for i, (text, got) in enumerate(zip(texts, words))
-                    if got != [w.encode() for w in py.basic_tokenize(text)]
+        words = graph.basic_tokenize(tf.constant(texts))
+        # The fast path (tokenize) splits words its own way: its ids must be those
+        # of the words checked here, on every code point too.
+        fast_ids = graph.tokenize(tf.constant(texts)).to_list()
+        word_ids = graph._wordpieces(words).merge_dims(1, 2).to_list()
+        words = words.to_list()
+        suspects = [cp for i, (text, got, ids, want) in enumerate(
+                        zip(texts, words, fast_ids, word_ids))
+                    if ids != want or got != [w.encode() for w in py.basic_tokenize(text)]
                     for cp in cps[i * size:(i + 1) * size]]
         one_each = ["a%sB%s " % (chr(cp), chr(cp)) for cp in suspects]
         got = graph.basic_tokenize(tf.constant(one_each, tf.string)).to_list()
+        one_ids = graph.tokenize(tf.constant(one_each, tf.string)).to_list()
+        want_ids = [py.convert_tokens_to_ids(py.tokenize(t)) for t in one_each]
+        assert one_ids == want_ids
+        assert py.token_ids_batch(one_each) == want_ids
         bad = [cp for cp, text, row in zip(suspects, one_each, got)
                if row != [w.encode() for w in py.basic_tokenize(text)]]
         if variant == "cased":
@@ -450,17 +460,25 @@ def test_graph_in_tf_function_tf_data_and_empty_batch(tiny):
 # Ops a SavedModel of the tokenizer may contain: all exist in TF/TF-Text 2.12.
 OPS_2_12 = {
     "AddV2", "All", "Assert", "AssignVariableOp", "BroadcastTo", "Cast", "ConcatV2", "Const",
-    "Cumsum", "Equal", "ExpandDims", "Fill", "FloorDiv", "GatherV2", "Greater", "HashTableV2",
-    "Identity", "If", "InitializeTableFromTextFileV2", "Less", "LessEqual", "LogicalNot",
-    "LogicalOr", "LookupTableFindV2", "Max", "Maximum", "MergeV2Checkpoints", "Minimum", "Mul",
-    "NoOp", "NormalizeUTF8", "OnesLike", "Pack", "Placeholder", "Prod", "RaggedGather",
-    "RaggedRange", "RaggedTensorToTensor", "Range", "ReadVariableOp", "RegexSplitWithOffsets",
-    "Reshape", "RestoreV2", "SaveV2", "Select", "SelectV2", "Shape", "ShardedFilename", "Size",
-    "Squeeze", "StatefulPartitionedCall", "StatelessIf", "StaticRegexFullMatch",
-    "StaticRegexReplace", "StridedSlice", "StringJoin", "StringLength", "StringLower", "Sub",
+    "Cumsum", "Equal", "ExpandDims", "FastWordpieceTokenizeWithOffsets", "Fill", "FloorDiv",
+    "GatherV2", "Greater", "HashTableV2", "Identity", "If", "InitializeTableFromTextFileV2",
+    "Less", "LessEqual", "LogicalAnd", "LogicalNot", "LogicalOr", "LookupTableFindV2", "Max",
+    "Maximum", "MergeV2Checkpoints", "Minimum", "Mul", "NoOp", "NormalizeUTF8", "OnesLike",
+    "Pack", "Placeholder", "Prod", "RaggedGather", "RaggedRange", "RaggedTensorToTensor",
+    "Range", "ReadVariableOp", "RegexSplitWithOffsets", "Reshape", "RestoreV2", "SaveV2",
+    "ScatterNd", "Select", "SelectV2", "Shape", "ShardedFilename", "Size", "Squeeze",
+    "StatefulPartitionedCall", "StatelessIf", "StaticRegexFullMatch", "StaticRegexReplace",
+    "StridedSlice", "StringJoin", "StringLength", "StringLower", "Sub", "TensorScatterUpdate",
+    "UpperBound",
     "Tile", "Transpose", "UnicodeTranscode", "UnsortedSegmentSum", "VarHandleOp",
     "VarIsInitializedOp", "Where", "WordpieceTokenizeWithOffsets", "ZerosLike",
 }
+
+
+def test_op_list_is_within_the_generated_tf_2_12_allowlist():
+    from tests import serving_ops
+
+    assert OPS_2_12 <= serving_ops.load_allowlist(), sorted(OPS_2_12 - serving_ops.load_allowlist())
 
 
 def test_saved_model_export_with_vocab_asset(tmp_path):
@@ -534,3 +552,130 @@ def test_word_offsets_give_the_same_words_and_spans_into_the_raw_text(golden, tf
             alone = py.convert_tokens_to_ids(py.tokenize(raw[a:b].decode("utf-8")))
             assert pieces == alone[: len(pieces)] or pieces in [alone[i:i + len(pieces)]
                                                                for i in range(len(alone))], ascii(text)
+
+
+# ---------------------------------------------------------------------------
+# The fast paths: in-graph FastWordpiece and the Python batch API.
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_python_batch_path_equals_per_text_path(golden, py_tokenizers, variant):
+    py = py_tokenizers[variant]
+    texts = golden["texts"] + golden["fuzz_texts"]
+    want = [py.convert_tokens_to_ids(py.tokenize(t)) for t in texts]
+    assert py.token_ids_batch(texts) == want
+    assert py.token_ids_batch([t.encode("utf-8") for t in texts]) == want
+    # Chunked batches, bytes and str mixed, lone surrogates (not UTF-8 encodable).
+    mixed = [t.encode("utf-8") if i % 3 == 0 else t for i, t in enumerate(texts)] + ["ab\ud800cd"]
+    assert py._ids_batch(mixed, [f"texts[{i}]" for i in range(len(mixed))], chunk_size=7) == (
+        want + [py.convert_tokens_to_ids(py.tokenize("ab\ud800cd"))])
+    assert py.token_ids_batch([]) == []
+    # encode_batch goes through the batch path: equal to encode text by text.
+    rng = random.Random(3)
+    a = [rng.choice(texts) for _ in range(60)]
+    b = [rng.choice(texts + [None]) for _ in range(60)]
+    for length in (None, 5, 32):
+        got = py.encode_batch(a, b, max_seq_length=length)
+        rows = [py.encode(x, y, max_seq_length=length) for x, y in zip(a, b)]
+        for name in (features.INPUT_IDS, features.SEGMENT_IDS, features.INPUT_MASK):
+            lists = got[name] if length is None else got[name].tolist()
+            assert lists == [row[name] for row in rows]
+
+
+def test_python_batch_path_names_the_bad_entry():
+    tok = BertTokenizer(TINY_VOCAB)
+    with pytest.raises(TypeError, match=r"texts\[1\] is None"):
+        tok.token_ids_batch(["a", None])
+    with pytest.raises(TypeError, match=r"texts\[2\] is a int"):
+        tok.token_ids_batch(["a", b"b", 7])
+    with pytest.raises(TokenizerInputError,
+                       match=r"texts\[1\] is not valid UTF-8: .* byte offset 1"):
+        tok.token_ids_batch([b"ok", b"a\xed\xa0\x80"])
+    with pytest.raises(TypeError, match="single text"):
+        tok.token_ids_batch("cat")
+    with pytest.raises(TokenizerInputError, match=r"texts_b\[1\] is not valid UTF-8"):
+        tok.encode_batch(["a", "b"], [None, b"\xff"])
+
+
+def test_python_batch_path_survives_pickling(tiny):
+    import pickle
+
+    py, _ = tiny
+    assert py.token_ids_batch(["unaffable cat"]) == [[5, 6, 7, 18]]
+    clone = pickle.loads(pickle.dumps(py))
+    assert clone.token_ids_batch(["unaffable cat", "abd"]) == [[5, 6, 7, 18], [1]]
+
+
+def test_fast_path_sends_long_words_and_odd_characters_to_the_exact_path(tmp_path):
+    path = _write_vocab(tmp_path, TINY_VOCAB + ["\u0436", "##\u0436"])
+    py, graph = BertTokenizer.from_vocab(path), InGraphBertTokenizer(path)
+    odd = chr(tokenization.fast_split_mismatches()[-1][0])
+    texts = [
+        "the cat",
+        "x" * 200 + " cat",  # 200 bytes: the fast kernel
+        "x" * 201 + " cat",  # [UNK] on both paths
+        "\u0416" * 150 + " cat",  # 150 characters, 300 bytes: pieced, on the exact path
+        "\u0436" * 201,  # over 200 characters: [UNK]
+        "x\u0301" * 150 + ", sat",  # 450 bytes raw, 150 after accent stripping
+        "a" + odd + "b sat",
+        "",
+        "un" * 150,  # 300 bytes, no "##un": [UNK]
+        "sat",
+    ]
+    want = [py.convert_tokens_to_ids(py.tokenize(t)) for t in texts]
+    assert want[3][:3] == [len(TINY_VOCAB), len(TINY_VOCAB) + 1, len(TINY_VOCAB) + 1]
+    assert len(want[3]) == 151 and want[4] == [1] and len(want[5]) == 152
+    assert graph.tokenize(tf.constant(texts)).to_list() == want
+    assert graph.tokenize_words(tf.constant(texts)).to_list() == [
+        [py.convert_tokens_to_ids(w) for w in py.tokenize_words(t)] for t in texts]
+    assert py.token_ids_batch(texts) == want
+    assert graph.tokenize(tf.constant([], tf.string)).to_list() == []
+    assert graph.tokenize_words(tf.constant([], tf.string)).to_list() == []
+
+
+def test_fast_kernel_splits_every_assigned_kept_character_as_python():
+    """The kernel's ICU tables differ from Python's only on characters that Python
+    does not know (unassigned in its Unicode version) or deletes (controls)."""
+    for lo, hi in tokenization.fast_split_mismatches():
+        for cp in range(lo, hi + 1):
+            ch = chr(cp)
+            assert unicodedata.category(ch) == "Cn" or tokenization.is_removed_char(ch), hex(cp)
+
+
+def test_icu_normalization_mismatches_cover_the_known_differences():
+    ranges = tokenization.icu_normalization_mismatches()
+    listed = {cp for lo, hi in ranges for cp in range(lo, hi + 1)}
+    # Every character unknown to Python is listed; known ones only where ICU differs.
+    assert all(cp in listed for cp in range(0x110000)
+               if not 0xD800 <= cp <= 0xDFFF and unicodedata.category(chr(cp)) == "Cn")
+    assert ord("a") not in listed and ord("\u00c9") not in listed and ord("\u03a3") not in listed
+    known = [cp for cp in listed if unicodedata.category(chr(cp)) != "Cn"]
+    chars = tf.constant([chr(cp).encode() for cp in known] or [b""], tf.string)
+    icu = tf_text.normalize_utf8(tf.strings.lower(chars, encoding="utf-8"), "NFD").numpy()
+    for cp, got in zip(known, icu):
+        contexts = ["%s\u03a3" % chr(cp), "\u0391\u03a3%s\u0391" % chr(cp), chr(cp),
+                    "a\u0301%s\u0316" % chr(cp)]
+        icu_contexts = tf_text.normalize_utf8(
+            tf.strings.lower(tf.constant(contexts), encoding="utf-8"), "NFD").numpy()
+        assert [c.decode() for c in icu_contexts] != [
+            unicodedata.normalize("NFD", c.lower()) for c in contexts], hex(cp)
+
+
+def test_utf8_check_accepts_exactly_well_formed_utf8():
+    rng = random.Random(11)
+    pieces = [b"a", b"\xc3\xa9", b"\xe4\xb8\xad", b"\xf0\x9f\x98\x80", b"\x80", b"\xc0\xaf",
+              b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xff", b"\xe4\xb8", b"\x00", b"\xef\xbf\xbf",
+              b"\xf4\x8f\xbf\xbf", b"\xed\x9f\xbf", b"\xee\x80\x80"]
+    data = [b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 4))) for _ in range(3000)]
+    data += [bytes(rng.randrange(256) for _ in range(rng.randint(1, 6))) for _ in range(3000)]
+
+    def valid(b):
+        try:
+            b.decode("utf-8")
+            return True
+        except UnicodeDecodeError:
+            return False
+
+    got = tf.strings.regex_full_match(tf.constant(data), tokenization._UTF8_TEXT).numpy()
+    assert got.tolist() == [valid(b) for b in data]
