@@ -17,6 +17,9 @@ INSTALL_REQUIRES = [
     "matplotlib>=3.8,<4",
     # PyYAML: `--config pipeline.yaml` (already a dependency of apache-beam).
     "pyyaml>=6",
+    # dask.distributed: the cluster behind Beam's own DaskRunner (what apache-beam's
+    # `dask` extra installs), so that every Beam job runs on several machines too.
+    "dask[distributed]==2026.8.*",
 ]
 
 EXTRAS_REQUIRE = {

@@ -571,6 +571,12 @@ def run(spec, pipeline_args=None):
         build(pipeline, spec)
     stats = read_json(spec.stats_path)
     counters = stats["counters"]
+    num_files = len(match_files(spec.input_pattern))
+    if counters.get("files", 0) != num_files:  # A runner lost or repeated work.
+        raise RuntimeError(
+            f"{spec.input_pattern}: {num_files} file(s) matched but the runner read "
+            f"{counters.get('files', 0)}; the output in {spec.output_dir} is not to be trusted"
+        )
     print_stage(
         STAGE,
         f"done: {counters.get('files', 0)} file(s), {counters.get('documents', 0)} documents, "

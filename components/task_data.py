@@ -552,7 +552,12 @@ def example_records(example, tokenizer, task, label_map, spec):
 
 
 def serialize_features(values):
-    """Feature dict of int (or float label) lists → serialized tf.Example."""
+    """Feature dict of int (or float label) lists → serialized tf.Example.
+
+    Deterministic serialization (features sorted by name): the order of a protobuf
+    map otherwise depends on the process, and records must be the same bytes on
+    every runner and worker.
+    """
     import tensorflow as tf
 
     feature = {}
@@ -561,7 +566,8 @@ def serialize_features(values):
             feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=vals))
         else:
             feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in vals]))
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    return example.SerializeToString(deterministic=True)
 
 
 # --------------------------------------------------------------------------------------
