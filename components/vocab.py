@@ -16,6 +16,7 @@ Example:
 """
 
 import argparse
+import collections
 import dataclasses
 import functools
 import logging
@@ -97,6 +98,15 @@ def document_words(document, do_lower_case):
         yield from basic_tokenize(sentence, do_lower_case)
 
 
+def document_word_counts(document, do_lower_case):
+    """`(word, count)` for each distinct word of a document.
+
+    Counting within the document first sends fewer pairs through the shuffle, also on
+    runners that don't combine before a GroupByKey (the DaskRunner).
+    """
+    return collections.Counter(document_words(document, do_lower_case)).items()
+
+
 def validate_vocab(tokens, source):
     """Checks a vocabulary given as its tokens in id order.
 
@@ -165,8 +175,8 @@ def build(pipeline, spec):
     example_gen.print_stage(STAGE, f"CountWords: lower_case={spec.do_lower_case}, min_count={spec.min_word_count}")
     counts = (
         documents
-        | "SplitWords" >> beam.FlatMap(document_words, spec.do_lower_case)
-        | "CountWords" >> beam.combiners.Count.PerElement()
+        | "SplitWords" >> beam.FlatMap(document_word_counts, spec.do_lower_case)
+        | "CountWords" >> beam.CombinePerKey(sum)
         | "DropRareWords" >> beam.Filter(lambda wc, n: wc[1] >= n, spec.min_word_count)
     )
     example_gen.print_stage(STAGE, f"LearnWordPiece: vocab_size={spec.vocab_size} -> {spec.vocab_path}")
