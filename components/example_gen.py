@@ -537,7 +537,7 @@ def build(pipeline, spec):
     read = ReadCorpus(spec.input_pattern, spec.read)
     print_stage(STAGE, f"ReadCorpus: {read.num_files} file(s) from {spec.input_pattern} ({spec.read.input_format})")
     outputs = pipeline | "ReadCorpus" >> read
-    documents = outputs["documents"]
+    documents = outputs.documents
     num_shards = spec.num_shards or runners.shards_for_bytes(read.total_bytes)
     print_stage(STAGE, f"WriteDocuments: {spec.output_dir}/documents-*-of-{num_shards:05d}.jsonl.gz")
     written = (

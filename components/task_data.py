@@ -793,7 +793,7 @@ def build(pipeline, spec):
             | "ListFiles" >> beam.Create(inputs)
             | "ReadExamples" >> runners.ParDoOutputs(ReadTaskFileFn(spec.task, spec.read),
                                                      tags=(_BAD_TAG, _STATS_TAG), main="examples"))
-    # No side inputs (the DaskRunner has none): a label set known now is an argument of
+    # No side inputs (the DaskRunner mishandles them): a label set known now is an argument of
     # Convert; one inferred from the training split reaches Convert through a join.
     if spec.labels is not None or not spec.has_labels:
         known = list(spec.labels) if spec.labels is not None else []
