@@ -20,6 +20,9 @@ INSTALL_REQUIRES = [
     # SciPy: the standard implementation of Pearson/Spearman correlation for the
     # regression metrics (already installed as a dependency of jax and transformers).
     "scipy>=1.11",
+    # dask.distributed: the cluster behind Beam's own DaskRunner (what apache-beam's
+    # `dask` extra installs), so that every Beam job runs on several machines too.
+    "dask[distributed]==2026.8.*",
 ]
 
 EXTRAS_REQUIRE = {

@@ -54,7 +54,8 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
+
+from components import runners
 
 STAGE = "example_gen"
 FORMATS = ("auto", "sentences", "lines", "jsonl", "documents")
@@ -115,7 +116,9 @@ class ExampleGenSpec:
         input_pattern: glob (comma-separated globs allowed) of corpus files.
         output_dir: where `documents-*.jsonl.gz` and `example_gen_stats.json` go.
         read: a `ReadOptions`. Defaults to ReadOptions().
-        num_shards: output files; 0 lets the runner decide. Defaults to 0.
+        num_shards: output files; 0 picks one per 64 MB of input files (at
+            least one). Documents are written in corpus order (file, line), so
+            the files are the same on every runner. Defaults to 0.
     """
 
     input_pattern: str
@@ -472,13 +475,19 @@ class ReadCorpus(beam.PTransform):
     def num_files(self):
         return len(self._paths)
 
+    @property
+    def total_bytes(self):
+        """The files' size on disk (compressed size for compressed files)."""
+        sizes = FileSystems.match([path for path, _ in self._paths])
+        return sum(m.size_in_bytes for result in sizes for m in result.metadata_list)
+
     def expand(self, pbegin):
         return (
             pbegin
             | "ListFiles" >> beam.Create(self._paths)
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadFiles"
-            >> beam.ParDo(ReadCorpusFileFn(self._options)).with_outputs(STATS_TAG, main="documents")
+            >> runners.ParDoOutputs(ReadCorpusFileFn(self._options), tags=(STATS_TAG,), main="documents")
         )
 
 
@@ -508,6 +517,17 @@ def log_bad_records(stage, stats):
     print(line, flush=True)
 
 
+def document_order(document):
+    """Where a document starts in the corpus, `(file, line)`: the order of the output.
+
+    Example:
+        >>> document_order({"source": "dir/a.txt:12", "doc_id": "ab12"})
+        ('dir/a.txt', 12, 'ab12')
+    """
+    source, _, line = document["source"].rpartition(":")
+    return source, int(line), document["doc_id"]
+
+
 def print_stage(stage, text):
     print(f"[{stage}] {text}", flush=True)
 
@@ -518,23 +538,24 @@ def build(pipeline, spec):
     print_stage(STAGE, f"ReadCorpus: {read.num_files} file(s) from {spec.input_pattern} ({spec.read.input_format})")
     outputs = pipeline | "ReadCorpus" >> read
     documents = outputs.documents
-    print_stage(STAGE, f"WriteDocuments: {spec.output_dir}/documents-*.jsonl.gz")
-    (
+    num_shards = spec.num_shards or runners.shards_for_bytes(read.total_bytes)
+    print_stage(STAGE, f"WriteDocuments: {spec.output_dir}/documents-*-of-{num_shards:05d}.jsonl.gz")
+    written = (
         documents
-        | "ToJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False, sort_keys=True))
+        | "ToJson" >> beam.Map(lambda d: (document_order(d), json.dumps(d, ensure_ascii=False, sort_keys=True)))
         | "WriteDocuments"
-        >> beam.io.WriteToText(
-            FileSystems.join(spec.output_dir, "documents"),
-            file_name_suffix=".jsonl.gz",
-            num_shards=spec.num_shards,
+        >> runners.WriteTextShards(
+            FileSystems.join(spec.output_dir, "documents"), suffix=".jsonl.gz", num_shards=num_shards
         )
     )
-    (
+    # Every file gives one statistics dict, so the sum never lacks an input.
+    stats_written = (
         outputs[STATS_TAG]
-        | "SumStats" >> beam.CombineGlobally(SumCounts())
+        | "SumStats" >> beam.CombineGlobally(SumCounts()).without_defaults()
         | "FinishStats" >> beam.Map(lambda s: {"counters": s, "bad_records": bad_records(s)})
         | "WriteStats" >> beam.Map(write_json, spec.stats_path)
     )
+    runners.done(pipeline, [written, stats_written])
     return documents
 
 
@@ -546,10 +567,16 @@ def run(spec, pipeline_args=None):
         pipeline_args: Beam options as command-line strings. Defaults to none
             (DirectRunner).
     """
-    with beam.Pipeline(options=PipelineOptions(pipeline_args or [])) as pipeline:
+    with runners.pipeline(pipeline_args) as pipeline:
         build(pipeline, spec)
     stats = read_json(spec.stats_path)
     counters = stats["counters"]
+    num_files = len(match_files(spec.input_pattern))
+    if counters.get("files", 0) != num_files:  # A runner lost or repeated work.
+        raise RuntimeError(
+            f"{spec.input_pattern}: {num_files} file(s) matched but the runner read "
+            f"{counters.get('files', 0)}; the output in {spec.output_dir} is not to be trusted"
+        )
     print_stage(
         STAGE,
         f"done: {counters.get('files', 0)} file(s), {counters.get('documents', 0)} documents, "

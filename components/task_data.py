@@ -41,9 +41,8 @@ import tempfile
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
 
-from components import task_records
+from components import runners, task_records
 # The parsers live in `components.task_files` (no Beam); these names stay importable
 # from here for callers of the stage module.
 from components.task_files import (  # noqa: F401
@@ -58,6 +57,8 @@ STATS_FILE = task_records.STATS_FILE
 SPLITS = task_records.SPLITS
 _BAD_TAG = "bad"
 _STATS_TAG = "stats"
+# Shards of examples that an inferred label set is joined with (one worker each).
+CONVERT_SHARDS = 16
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +222,16 @@ class ConvertFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(_STATS_TAG, dict(stats))
 
 
+class ConvertShardFn(ConvertFn):
+    """`ConvertFn` over one shard of a labels join: `(shard, {"value": [labels], "elements": [...]})`."""
+
+    def process(self, joined):
+        _, group = joined
+        labels = group["value"][0]
+        for element in group["elements"]:
+            yield from super().process(element, labels)
+
+
 class WriteSplitFn(beam.DoFn):
     """(split, [(key, records, sidecar line)]) → `<split>.tfrecord` and its sidecar
     `<split>.examples.jsonl`, both sorted by key."""
@@ -298,39 +309,57 @@ def build(pipeline, spec):
         inputs += [(split, path) for path in sorted(matched)]
     read = (pipeline
             | "ListFiles" >> beam.Create(inputs)
-            | "ReadExamples" >> beam.ParDo(ReadTaskFileFn(spec.task, spec.read)).with_outputs(
-                _BAD_TAG, _STATS_TAG, main="examples"))
-    if spec.labels is not None:
-        labels = pipeline | "GivenLabels" >> beam.Create([list(spec.labels)])
-    elif spec.has_labels:
-        labels = (read.examples
-                  | "TrainOnly" >> beam.Filter(lambda e: e[0] == "train")
-                  | "ExampleLabels" >> beam.FlatMap(lambda e: example_labels(e[2]))
-                  | "DistinctLabels" >> beam.Distinct()
-                  | "LabelList" >> beam.combiners.ToList()
-                  | "SortLabels" >> beam.Map(lambda ls: infer_labels(spec.task, ls)))
+            | "ReadExamples" >> runners.ParDoOutputs(ReadTaskFileFn(spec.task, spec.read),
+                                                     tags=(_BAD_TAG, _STATS_TAG), main="examples"))
+    # No side inputs (the DaskRunner mishandles them): a label set known now is an argument of
+    # Convert; one inferred from the training split reaches Convert through a join.
+    if spec.labels is not None or not spec.has_labels:
+        known = list(spec.labels) if spec.labels is not None else []
+        labels = pipeline | "GivenLabels" >> beam.Create([known])
+        converted = read.examples | "Convert" >> runners.ParDoOutputs(
+            ConvertFn(spec), known, tags=(_BAD_TAG, _STATS_TAG), main="records")
     else:
-        labels = pipeline | "NoLabels" >> beam.Create([[]])
-    labels_side = beam.pvalue.AsSingleton(labels)
-    converted = read.examples | "Convert" >> beam.ParDo(ConvertFn(spec), labels_side).with_outputs(
-        _BAD_TAG, _STATS_TAG, main="records")
+        # The seed gives an empty training split an (empty) label list too.
+        seed = pipeline | "LabelsSeed" >> beam.Create([(None, None)])
+        labels = (((read.examples
+                    | "TrainOnly" >> beam.Filter(lambda e: e[0] == "train")
+                    | "ExampleLabels" >> beam.FlatMap(lambda e: example_labels(e[2]))
+                    | "DistinctLabels" >> beam.Distinct()
+                    | "KeyLabels" >> beam.Map(lambda label: (None, label))), seed)
+                  | "MergeSeed" >> beam.Flatten()
+                  | "GatherLabels" >> beam.GroupByKey()
+                  | "SortLabels" >> beam.MapTuple(
+                      lambda _, ls: infer_labels(spec.task, [l for l in ls if l is not None])))
+        joined = runners.broadcast_join(read.examples, labels, key_fn=lambda e: e[1],
+                                        num_shards=CONVERT_SHARDS, label="Labels")
+        converted = joined | "Convert" >> runners.ParDoOutputs(
+            ConvertShardFn(spec), tags=(_BAD_TAG, _STATS_TAG), main="records")
     # One marker per split, so that a split whose records are all bad still gets a file.
     markers = pipeline | "SplitMarkers" >> beam.Create([(split, None) for split in spec.splits])
     written = ((converted.records, markers)
                | "MergeMarkers" >> beam.Flatten()
                | "GroupBySplit" >> beam.GroupByKey()
                | "WriteSplits" >> beam.ParDo(WriteSplitFn(spec)))
+    sinks = [written]
     if spec.has_labels:
-        _ = labels | "WriteLabels" >> beam.Map(write_labels, spec.labels_path)
+        sinks.append(labels | "WriteLabels" >> beam.Map(write_labels, spec.labels_path))
+    # Every file and every example gives a statistics dict, so the sum never lacks one.
     counters = ((read[_STATS_TAG], converted[_STATS_TAG])
                 | "MergeStats" >> beam.Flatten()
-                | "SumStats" >> beam.CombineGlobally(_sum_counts))
-    bad_list = ((read[_BAD_TAG], converted[_BAD_TAG])
-                | "MergeBad" >> beam.Flatten()
-                | "ListBad" >> beam.combiners.ToList())
-    _ = (counters
-         | "Summarize" >> beam.Map(summarize, beam.pvalue.AsSingleton(bad_list), labels_side, spec)
-         | "WriteStats" >> beam.Map(_write_json, spec.stats_path))
+                | "SumStats" >> beam.CombineGlobally(_sum_counts).without_defaults())
+    bad = ((read[_BAD_TAG], converted[_BAD_TAG])
+           | "MergeBad" >> beam.Flatten())
+    summary_inputs = {
+        "counters": counters | "KeyCounters" >> beam.Map(lambda c: (None, c)),
+        "bad": bad | "KeyBad" >> beam.Map(lambda b: (None, b)),
+        "labels": labels | "KeyLabelList" >> beam.Map(lambda ls: (None, ls)),
+    }
+    sinks.append(summary_inputs
+                 | "JoinSummary" >> beam.CoGroupByKey()
+                 | "Summarize" >> beam.MapTuple(
+                     lambda _, g: summarize(g["counters"][0], list(g["bad"]), g["labels"][0], spec))
+                 | "WriteStats" >> beam.Map(_write_json, spec.stats_path))
+    runners.done(pipeline, sinks)
     return written
 
 
@@ -348,7 +377,7 @@ def run(spec, pipeline_args=None):
         pipeline_args: Beam options as command-line strings. Defaults to none
             (DirectRunner).
     """
-    with beam.Pipeline(options=PipelineOptions(pipeline_args or [])) as pipeline:
+    with runners.pipeline(pipeline_args) as pipeline:
         build(pipeline, spec)
     with FileSystems.open(spec.stats_path) as handle:
         stats = json.loads(handle.read().decode("utf-8"))

@@ -16,6 +16,7 @@ Example:
 """
 
 import argparse
+import collections
 import dataclasses
 import functools
 import logging
@@ -23,9 +24,8 @@ import logging
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
 
-from components import example_gen
+from components import example_gen, runners
 from keras_bert import features as F
 from keras_bert.tokenizer import basic_tokenize
 from keras_bert.vocab_learner import learn_wordpiece_vocab
@@ -98,6 +98,15 @@ def document_words(document, do_lower_case):
         yield from basic_tokenize(sentence, do_lower_case)
 
 
+def document_word_counts(document, do_lower_case):
+    """`(word, count)` for each distinct word of a document.
+
+    Counting within the document first sends fewer pairs through the shuffle, also on
+    runners that don't combine before a GroupByKey (the DaskRunner).
+    """
+    return collections.Counter(document_words(document, do_lower_case)).items()
+
+
 def validate_vocab(tokens, source):
     """Checks a vocabulary given as its tokens in id order.
 
@@ -166,14 +175,14 @@ def build(pipeline, spec):
     example_gen.print_stage(STAGE, f"CountWords: lower_case={spec.do_lower_case}, min_count={spec.min_word_count}")
     counts = (
         documents
-        | "SplitWords" >> beam.FlatMap(document_words, spec.do_lower_case)
-        | "CountWords" >> beam.combiners.Count.PerElement()
+        | "SplitWords" >> beam.FlatMap(document_word_counts, spec.do_lower_case)
+        | "CountWords" >> beam.CombinePerKey(sum)
         | "DropRareWords" >> beam.Filter(lambda wc, n: wc[1] >= n, spec.min_word_count)
     )
     example_gen.print_stage(STAGE, f"LearnWordPiece: vocab_size={spec.vocab_size} -> {spec.vocab_path}")
+    # No word, no element: `run` then reports the empty corpus.
     return (
-        counts
-        | "GatherCounts" >> beam.combiners.ToList()
+        runners.gather(counts, "GatherCounts")
         | "LearnWordPiece"
         >> beam.Map(learn_vocab, spec.vocab_size, spec.do_lower_case, spec.lower_thresh)
         | "WriteVocab" >> beam.Map(write_vocab_tokens, spec.vocab_path)
@@ -193,8 +202,12 @@ def run(spec, pipeline_args=None):
         write_vocab_tokens(tokens, spec.vocab_path)
         example_gen.print_stage(STAGE, f"copied {len(tokens)} tokens from {spec.vocab_file} -> {spec.vocab_path}")
         return spec.vocab_path
-    with beam.Pipeline(options=PipelineOptions(pipeline_args or [])) as pipeline:
+    if FileSystems.exists(spec.vocab_path):  # So that a stale file can't pass for a result.
+        FileSystems.delete([spec.vocab_path])
+    with runners.pipeline(pipeline_args) as pipeline:
         build(pipeline, spec)
+    if not FileSystems.exists(spec.vocab_path):
+        raise VocabError(f"{spec.input_pattern}: no words to learn a vocabulary from")
     tokens = read_vocab_tokens(spec.vocab_path)
     validate_vocab(tokens, spec.vocab_path)
     example_gen.print_stage(STAGE, f"done: learnt {len(tokens)} tokens -> {spec.vocab_path}")

@@ -86,8 +86,11 @@ def main(argv=None):
     except PipelineConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from components import runners
     try:
-        records = run_pipeline(config, beam_args)
+        # On the DaskRunner without a cluster address, one LocalCluster for all Beam jobs.
+        with runners.shared_dask_cluster(beam_args) as beam_args:
+            records = run_pipeline(config, beam_args)
     except PipelineConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -52,7 +52,9 @@ def _code_version():
 
 
 def _beam_args(beam_args):
-    return list(beam_args or [])
+    """Beam arguments for a job, short runner names (`--runner=DaskRunner`) made full."""
+    from components import runners
+    return runners.expand_runner(beam_args)
 
 
 # -- ExampleGen ----------------------------------------------------------------------------
