@@ -83,7 +83,7 @@ def _example_gen(config, beam_args, upstream, out):
     outputs["documents"] = os.path.join(out, "documents", "documents-*.jsonl.gz")
     counters = stats["counters"]
     metrics = {"documents": counters.get("documents", 0), "sentences": counters.get("sentences", 0),
-               "bad_records": sum(v for k, v in counters.items() if k.startswith("bad_"))}
+               "bad_records": sum(stats["bad_records"].values())}
     if heldout:
         example_gen.run(example_gen.ExampleGenSpec(
             input_pattern=heldout, output_dir=os.path.join(out, "heldout")), _beam_args(beam_args))

@@ -247,3 +247,18 @@ def test_stage_inputs_carry_upstream_fingerprints_and_user_files(tmp_path):
     vocab = pipeline_stages.plan(config)[1]
     inputs = vocab.inputs(config, {"ExampleGen": {"fingerprint": "abc"}})
     assert inputs["ExampleGen"]["fingerprint"] == "abc"
+
+
+def test_example_gen_stage_reports_the_bad_records_it_counted(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "good.txt").write_text("A first sentence.\nA second one.\n\nAnother document.\n")
+    (corpus / "bad.txt").write_bytes(b"fine line\n\xff\xfe broken utf-8\n")
+    config = PipelineConfig(pipeline_root=str(tmp_path / "root"), corpus=str(corpus / "*.txt"),
+                            train="t.tsv", dev="d.tsv")
+    out = tmp_path / "out"
+    out.mkdir()
+    outputs, metrics = pipeline_stages._example_gen(config, ["--runner=DirectRunner"], {}, str(out))
+    assert metrics["bad_records"] == 1
+    assert metrics["documents"] >= 2
+    assert outputs["train"] == "t.tsv" and outputs["test"] == "d.tsv"
