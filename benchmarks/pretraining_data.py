@@ -34,7 +34,7 @@ import time
 DEFAULT_VOCAB = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "pretraining", "vocab.txt"
 )
-RUNS = ("reference", "beam-1", "beam-2")
+RUNS = ("original", "reference", "beam-1", "beam-2")
 FILES_PER_COPY = 4
 
 
@@ -210,13 +210,69 @@ def run_reference(corpus_glob, vocab_path, output_dir, flags):
     return len(instances)
 
 
+# --- google-research/bert's own script ----------------------------------------------
+
+
+def run_original(original_src, corpus_glob, vocab_path, output_dir, flags):
+    """Runs `create_pretraining_data.py` from a checkout of google-research/bert.
+
+    The script is TF1 code (`tf.flags`, `tf.gfile`, `tf.python_io`, `tf.logging`);
+    `tf.compat.v1` has all of them, so it is put in place of `tensorflow` for the
+    script's own imports. Nothing of the script is copied.
+
+    Returns:
+        The output file paths.
+    """
+    import tensorflow as tf
+
+    sys.modules["tensorflow"] = tf.compat.v1
+    sys.path.insert(0, os.path.abspath(original_src))
+    import create_pretraining_data as original  # pylint: disable=import-error
+
+    outputs = [os.path.join(output_dir, f"original-{i:05d}.tfrecord") for i in range(flags["num_shards"])]
+    argv = [
+        "create_pretraining_data.py",
+        f"--input_file={corpus_glob}",
+        f"--output_file={','.join(outputs)}",
+        f"--vocab_file={vocab_path}",
+        "--do_lower_case=True",
+        f"--do_whole_word_mask={flags['whole_word_mask']}",
+        f"--max_seq_length={flags['max_seq_length']}",
+        f"--max_predictions_per_seq={flags['max_predictions_per_seq']}",
+        f"--random_seed={flags['random_seed']}",
+        f"--dupe_factor={flags['dupe_factor']}",
+        f"--masked_lm_prob={flags['masked_lm_prob']}",
+        f"--short_seq_prob={flags['short_seq_prob']}",
+    ]
+    original.FLAGS(argv)
+    original.main(None)
+    return outputs
+
+
+def count_tfrecords(paths):
+    """Records in TFRecord files, from their framing (length, CRC, data, CRC)."""
+    count = 0
+    for path in paths:
+        with open(path, "rb") as f:
+            while True:
+                header = f.read(12)
+                if len(header) < 12:
+                    break
+                f.seek(int.from_bytes(header[:8], "little") + 4, os.SEEK_CUR)
+                count += 1
+    return count
+
+
 # --- child process entry points ----------------------------------------------------
 
 
 def _child(args):
     flags = json.loads(args.flags)
     started = time.perf_counter()
-    if args.child == "reference":
+    if args.child == "original":
+        # Counted by the parent once the process has ended, so not in its wall time.
+        instances = {"paths": run_original(args.original_src, args.corpus, args.vocab, args.output, flags)}
+    elif args.child == "reference":
         instances = run_reference(args.corpus, args.vocab, args.output, flags)
     else:
         from components import pretraining_data
@@ -257,12 +313,14 @@ def _tree_rss_bytes(root_pid):
     return rss
 
 
-def measure(run, corpus, vocab, flags, workdir):
+def measure(run, corpus, vocab, flags, workdir, original_src=None):
     output = tempfile.mkdtemp(prefix=f"{run}-", dir=workdir)
     command = [
         sys.executable, "-m", "benchmarks.pretraining_data", "--child", run, "--corpus", corpus,
         "--vocab", vocab, "--output", output, "--flags", json.dumps(flags),
     ]
+    if original_src:
+        command += ["--original_src", original_src]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     peak = {"tree": 0, "main": 0, "worker": 0}
@@ -283,6 +341,8 @@ def measure(run, corpus, vocab, flags, workdir):
     if process.returncode != 0:
         raise RuntimeError(f"{run} failed with exit code {process.returncode}:\n{stdout[-3000:]}")
     result = json.loads([line for line in stdout.splitlines() if line.startswith("RESULT ")][-1][7:])
+    if isinstance(result["instances"], dict):
+        result["instances"] = count_tfrecords(result["instances"]["paths"])
     return {
         "run": run,
         "instances": result["instances"],
@@ -301,8 +361,16 @@ def main(argv=None):
     parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--flags", help=argparse.SUPPRESS)
     parser.add_argument("--vocab", default=DEFAULT_VOCAB)
+    parser.add_argument(
+        "--original_src",
+        default=None,
+        help="A checkout of google-research/bert: also run its create_pretraining_data.py ('original').",
+    )
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 10], help="Corpus copies per run.")
-    parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS))
+    parser.add_argument(
+        "--runs", nargs="+", choices=RUNS, default=None,
+        help="Defaults to all (without 'original' when --original_src is not given).",
+    )
     parser.add_argument("--max_seq_length", type=int, default=128)
     parser.add_argument("--max_predictions_per_seq", type=int, default=20)
     parser.add_argument("--masked_lm_prob", type=float, default=0.15)
@@ -323,6 +391,9 @@ def main(argv=None):
             "whole_word_mask", "num_shards", "random_seed",
         )
     }
+    runs = args.runs or [r for r in RUNS if r != "original" or args.original_src]
+    if "original" in runs and not args.original_src:
+        parser.error("the 'original' run needs --original_src")
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench-pretraining-")
     print(f"flags: {json.dumps(flags)}  cpus: {os.cpu_count()}  workdir: {workdir}")
     results = []
@@ -330,8 +401,8 @@ def main(argv=None):
         corpus = synthesize_corpus(os.path.join(workdir, f"corpus-x{scale}"), scale)
         size = sum(os.path.getsize(os.path.join(os.path.dirname(corpus), f))
                    for f in os.listdir(os.path.dirname(corpus)))
-        for run in args.runs:
-            result = measure(run, corpus, os.path.abspath(args.vocab), flags, workdir)
+        for run in runs:
+            result = measure(run, corpus, os.path.abspath(args.vocab), flags, workdir, args.original_src)
             result.update(scale=scale, corpus_mib=size / 2**20)
             results.append(result)
             print(
@@ -343,14 +414,19 @@ def main(argv=None):
             )
     by = {(r["scale"], r["run"]): r for r in results}
     for scale in args.scales:
-        reference = by.get((scale, "reference"))
-        for run in ("beam-1", "beam-2"):
-            if reference and (scale, run) in by:
-                ratio = by[(scale, run)]["instances_per_s"] / reference["instances_per_s"]
-                print(f"x{scale}: {run} / reference speed ratio = {ratio:.2f}")
+        for baseline in ("original", "reference"):
+            base = by.get((scale, baseline))
+            for run in ("beam-1", "beam-2"):
+                if base and (scale, run) in by:
+                    ours = by[(scale, run)]
+                    print(
+                        f"x{scale}: {run} vs {baseline}: {base['wall_s'] / ours['wall_s']:.2f}x faster (wall), "
+                        f"{ours['instances_per_s'] / base['instances_per_s']:.2f}x instances/s, "
+                        f"peak RSS {ours['peak_rss_mib'] / base['peak_rss_mib']:.2f} of {baseline}'s"
+                    )
     if len(args.scales) > 1:
         low, high = min(args.scales), max(args.scales)
-        for run in args.runs:
+        for run in runs:
             if (low, run) in by and (high, run) in by:
                 a, b = by[(low, run)], by[(high, run)]
                 print(f"{run}: peak RSS x{low} -> x{high}: {a['peak_rss_mib']:.0f} -> {b['peak_rss_mib']:.0f} MiB "

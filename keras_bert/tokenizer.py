@@ -474,6 +474,10 @@ class BertTokenizer(_VocabularyInfo):
         unk = self.unk_id
         return [vocab.get(token, unk) for token in tokens]
 
+    def token_ids_batch(self, texts):
+        """Ids of each text (no special tokens), as `convert_tokens_to_ids(tokenize(text))`."""
+        return [self.convert_tokens_to_ids(self.tokenize(text)) for text in texts]
+
     def convert_ids_to_tokens(self, ids):
         """Tokens of `ids`.
 
