@@ -17,6 +17,10 @@ INSTALL_REQUIRES = [
     "matplotlib>=3.8,<4",
     # PyYAML: `--config pipeline.yaml` (already a dependency of apache-beam).
     "pyyaml>=6",
+    # google-crc32c: the standard CRC32C for Python (Google's C library; the one
+    # Beam's own TFRecord I/O looks for), so pre-training records are framed
+    # without importing TensorFlow in every Beam worker.
+    "google-crc32c>=1.5,<2",
 ]
 
 EXTRAS_REQUIRE = {

@@ -82,6 +82,7 @@ from keras_bert import instances as instances_lib
 STAGE = "pretraining_data"
 STATS_FILE = "pretraining_data_stats.json"
 STATS_TAG = example_gen.STATS_TAG
+MAIN_TAG = "main"
 BAD_RECORD_COUNTERS = example_gen.BAD_RECORD_COUNTERS + ("untokenizable_documents",)
 
 logger = logging.getLogger(__name__)
@@ -296,12 +297,12 @@ class TokenizeDocumentFn(beam.DoFn):
             stats["untokenizable_documents"] += 1
             stats["tokenized_documents"] = 0
         example_gen.increment_counters(STAGE, stats)
-        yield beam.pvalue.TaggedOutput(STATS_TAG, dict(stats))
+        yield STATS_TAG, dict(stats)
         if sentences:
             if self._writer is None:
                 self._writer = _SpillWriter(self._spill_dir, "documents")
             data = encode_document(sentences)
-            yield document["doc_id"], self._writer.path, self._writer.offset, len(data)
+            yield MAIN_TAG, (document["doc_id"], self._writer.path, self._writer.offset, len(data))
             self._writer.write(data)
 
 
@@ -369,8 +370,8 @@ class CreateInstancesFn(beam.DoFn):
         finally:
             writer.close()
         example_gen.increment_counters(STAGE, total)
-        yield beam.pvalue.TaggedOutput(STATS_TAG, dict(total, largest_bucket=len(documents)))
-        yield writer.path, total["instances"], tuple(spans)
+        yield STATS_TAG, dict(total, largest_bucket=len(documents))
+        yield MAIN_TAG, (writer.path, total["instances"], tuple(spans))
 
 
 def plan_shards(keyed_refs, num_shards, records_per_shard):
@@ -464,13 +465,15 @@ class WriteShardFn(beam.DoFn):
             target.write(b"".join(chunk))
         stats = {"shards_written": 1, "records_written": len(records)}
         example_gen.increment_counters(STAGE, stats)
-        yield beam.pvalue.TaggedOutput(STATS_TAG, stats)
-        yield path
+        yield STATS_TAG, stats
+        yield MAIN_TAG, path
 
 
 def remove_temp_dir(_, directory):
+    """Deletes the spill folder; yields nothing."""
     if FileSystems.exists(directory):
         FileSystems.delete([directory])
+    return []
 
 
 def summarize(counters, spec, vocab_info):
@@ -535,6 +538,25 @@ def _spec_dict(spec):
     return out
 
 
+class TaggedParDo(beam.PTransform):
+    """A ParDo whose DoFn yields `(tag, value)`: `{MAIN_TAG: ..., STATS_TAG: ...}`.
+
+    As `ParDo(...).with_outputs(...)`, for runners that keep one output per ParDo
+    (Dask's mixes the outputs of `with_outputs`): the tag travels in the element.
+    """
+
+    def __init__(self, fn):
+        super().__init__()
+        self._fn = fn
+
+    def expand(self, pcoll):
+        tagged = pcoll | "Run" >> beam.ParDo(self._fn)
+        return {
+            tag: tagged | f"Only_{tag}" >> beam.FlatMap(lambda e, tag=tag: [e[1]] if e[0] == tag else [])
+            for tag in (MAIN_TAG, STATS_TAG)
+        }
+
+
 def build(pipeline, spec, run_id=None):
     """Adds the PretrainingData steps to `pipeline`.
 
@@ -557,16 +579,16 @@ def build(pipeline, spec, run_id=None):
     example_gen.print_stage(
         STAGE, f"Tokenize: {spec.vocab_path} ({vocab_info.vocab_size} tokens, lower_case={spec.do_lower_case})"
     )
-    tokenized = corpus.documents | "Tokenize" >> beam.ParDo(
+    tokenized = corpus["documents"] | "Tokenize" >> TaggedParDo(
         TokenizeDocumentFn(spec.vocab_path, spec.do_lower_case, spill_dir)
-    ).with_outputs(STATS_TAG, main="documents")
+    )
 
     example_gen.print_stage(
         STAGE, f"PlanBuckets: dupe_factor={spec.dupe_factor}, ~{spec.docs_per_bucket} documents per bucket"
     )
     buckets = (
-        tokenized.documents
-        | "KeyDocuments" >> beam.Map(lambda ref: (None, ref))
+        tokenized[MAIN_TAG]
+        | "KeyDocuments" >> beam.Map(lambda ref: (0, ref))
         | "GatherDocuments" >> beam.GroupByKey()
         | "PlanBuckets" >> beam.FlatMap(
             plan_buckets, dupe_factor=spec.dupe_factor, seed=spec.random_seed, docs_per_bucket=spec.docs_per_bucket
@@ -582,9 +604,9 @@ def build(pipeline, spec, run_id=None):
         STAGE, f"CreateInstances: max_seq_length={spec.max_seq_length}, "
         f"max_predictions_per_seq={spec.max_predictions_per_seq}, {mode}, seed={spec.random_seed}"
     )
-    created = buckets | "CreateInstances" >> beam.ParDo(
+    created = buckets | "CreateInstances" >> TaggedParDo(
         CreateInstancesFn(options, vocab_info, spec.num_shards, spill_dir)
-    ).with_outputs(STATS_TAG, main="spills")
+    )
 
     example_gen.print_stage(
         STAGE, f"WriteShards: {spec.records_pattern} "
@@ -593,31 +615,33 @@ def build(pipeline, spec, run_id=None):
     # A marker, so that an empty corpus still gets its (empty) shard files.
     no_spill = pipeline | "NoSpill" >> beam.Create([None])
     written = (
-        (created.spills, no_spill)
+        (created[MAIN_TAG], no_spill)
         | "MergeSpills" >> beam.Flatten()
-        | "KeySpills" >> beam.Map(lambda ref: (None, ref))
+        | "KeySpills" >> beam.Map(lambda ref: (0, ref))
         | "GatherSpills" >> beam.GroupByKey()
         | "PlanShards" >> beam.FlatMap(plan_shards, spec.num_shards, spec.records_per_shard)
         | "GroupByShard" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(WriteShardFn(spec)).with_outputs(STATS_TAG, main="paths")
+        | "WriteShards" >> TaggedParDo(WriteShardFn(spec))
     )
-    _ = (
-        (written.paths, no_spill)
+    # Emits nothing; feeds the statistics so that it runs on runners that only
+    # compute what the last step needs (Dask's).
+    cleaned = (
+        (written[MAIN_TAG], no_spill)
         | "MergePaths" >> beam.Flatten()
-        | "KeyPaths" >> beam.Map(lambda path: (None, path))
+        | "KeyPaths" >> beam.Map(lambda path: (0, path))
         | "AllWritten" >> beam.GroupByKey()
-        | "RemoveTemporaryFiles" >> beam.Map(remove_temp_dir, spill_dir)
+        | "RemoveTemporaryFiles" >> beam.FlatMap(remove_temp_dir, spill_dir)
     )
 
     (
-        (corpus[STATS_TAG], tokenized[STATS_TAG], created[STATS_TAG], written[STATS_TAG])
+        (corpus[STATS_TAG], tokenized[STATS_TAG], created[STATS_TAG], written[STATS_TAG], cleaned)
         | "MergeStats" >> beam.Flatten()
         # Without defaults: a global default is injected through a side input.
         | "SumStats" >> beam.CombineGlobally(SumStats()).without_defaults()
         | "Summarize" >> beam.Map(summarize, spec, vocab_info)
         | "WriteStats" >> beam.Map(example_gen.write_json, spec.stats_path)
     )
-    return written.paths
+    return written[MAIN_TAG]
 
 
 def run(spec, pipeline_args=None):
