@@ -405,22 +405,39 @@ class RecordEncoder:
         self._one = struct.pack("<f", 1.0)
         self._zero = struct.pack("<f", 0.0)
 
+        # Entries that depend on lengths only, built once per length.
+        self._length_entries = {}
+        self._weight_entries = {}
+        self._label_entries = {
+            flag: _feature_entry(self._keys[F.NEXT_SENTENCE_LABELS], _int64_feature(b"\x01" if flag else b"\x00"))
+            for flag in (False, True)
+        }
+
     def _order(self, names):
         keys = [(self._keys[name], i) for i, name in enumerate(names)]
         return [i for _, i in sorted(keys, key=_map_key_order)]
 
+    def _int64_entry(self, name, packed):
+        return _feature_entry(self._keys[name], _int64_feature(packed))
+
     def _sequence_entries(self, pair, token_ids):
-        n = len(pair.token_ids)
+        n = len(token_ids)
         pad = self.max_seq_length - n
         if pad < 0:
             raise ValueError(f"sequence of {n} tokens exceeds max_seq_length={self.max_seq_length}")
-        len_a = pair.segment_ids.index(1) if 1 in pair.segment_ids else n
-        keys = self._keys
+        segment_ids = pair.segment_ids
+        len_a = segment_ids.index(1) if 1 in segment_ids else n
+        lengths = self._length_entries.get((n, len_a))
+        if lengths is None:
+            lengths = self._length_entries[(n, len_a)] = (
+                self._int64_entry(F.INPUT_MASK, b"\x01" * n + b"\x00" * pad),
+                self._int64_entry(F.SEGMENT_IDS, b"\x00" * len_a + b"\x01" * (n - len_a) + b"\x00" * pad),
+            )
         return [
-            (keys[F.INPUT_IDS], _int64_feature(_packed_varints(token_ids) + b"\x00" * pad)),
-            (keys[F.INPUT_MASK], _int64_feature(b"\x01" * n + b"\x00" * pad)),
-            (keys[F.SEGMENT_IDS], _int64_feature(b"\x00" * len_a + b"\x01" * (n - len_a) + b"\x00" * pad)),
-            (keys[F.NEXT_SENTENCE_LABELS], _int64_feature(b"\x01" if pair.is_random_next else b"\x00")),
+            self._int64_entry(F.INPUT_IDS, _packed_varints(token_ids) + b"\x00" * pad),
+            lengths[0],
+            lengths[1],
+            self._label_entries[bool(pair.is_random_next)],
         ]
 
     def masked(self, pair, output_ids, positions, label_ids):
@@ -428,18 +445,22 @@ class RecordEncoder:
         entries = self._sequence_entries(pair, output_ids)
         k = len(positions)
         pad = self.max_predictions_per_seq - k
-        keys = self._keys
+        weights = self._weight_entries.get(k)
+        if weights is None:
+            weights = self._weight_entries[k] = _feature_entry(
+                self._keys[F.MASKED_LM_WEIGHTS], _float_feature(self._one * k + self._zero * pad)
+            )
         entries += [
-            (keys[F.MASKED_LM_POSITIONS], _int64_feature(_packed_varints(positions) + b"\x00" * pad)),
-            (keys[F.MASKED_LM_IDS], _int64_feature(_packed_varints(label_ids) + b"\x00" * pad)),
-            (keys[F.MASKED_LM_WEIGHTS], _float_feature(self._one * k + self._zero * pad)),
+            self._int64_entry(F.MASKED_LM_POSITIONS, _packed_varints(positions) + b"\x00" * pad),
+            self._int64_entry(F.MASKED_LM_IDS, _packed_varints(label_ids) + b"\x00" * pad),
+            weights,
         ]
-        return _example([entries[i] for i in self._masked_order], ordered=True)
+        return _length_delimited(b"\x0a", b"".join([entries[i] for i in self._masked_order]))
 
     def unmasked(self, pair):
         """`serialize_example(unmasked_features(...))` of a pair."""
         entries = self._sequence_entries(pair, pair.token_ids)
-        return _example([entries[i] for i in self._unmasked_order], ordered=True)
+        return _length_delimited(b"\x0a", b"".join([entries[i] for i in self._unmasked_order]))
 
 
 def _bucket_pairs(bucket_documents, dupe_index, options, vocab):
