@@ -7,10 +7,24 @@ feature names, shapes and dtypes (`features.pretraining_feature_spec`), or, with
 `keras_bert.masking.apply_dynamic_masking` masks anew every epoch. The pairing and
 masking rules are in `keras_bert/instances.py` and `keras_bert/masking.py`.
 
-Steps: ReadCorpus (raw text or ExampleGen documents) -> Tokenize -> CountDocuments ->
-AssignBuckets -> GroupByBucket -> CreateInstances -> CountInstances (only with
-num_shards=0) -> AssignShards -> GroupByShard -> WriteShards, plus the statistics JSON
+Steps: ReadCorpus (raw text or ExampleGen documents) -> Tokenize -> GatherDocuments ->
+PlanBuckets -> GroupByBucket -> CreateInstances -> GatherSpills -> PlanShards ->
+GroupByShard -> WriteShards -> RemoveTemporaryFiles, plus the statistics JSON
 (`<output>/pretraining_data_stats.json`).
+
+Memory bounded by design, not by the corpus
+-------------------------------------------
+Tokenize writes each document's token ids to a spill file under
+`<output>/.pretraining_data-tmp-<run>/` and passes on only a reference (doc_id, file,
+offset, size). All references meet in one group (GatherDocuments: about 100 bytes per
+document), which gives the document count and the bucket of every dupe copy;
+CreateInstances reads one bucket's documents (about `docs_per_bucket`), builds its
+records and spills them, cut into one section per output shard and sorted; WriteShards
+reads one shard's sections and writes the TFRecord file. So a worker holds one bucket
+or one shard at a time, the runner's shuffles carry references only, and the spill
+folder (about the size of the tokenized corpus plus the output) is deleted at the end.
+No step uses a side input, a multi-output ParDo or a finish_bundle output, so the job
+runs unchanged on runners that lack them (Beam's DaskRunner).
 
 Random "other" documents without the corpus in memory
 ------------------------------------------------------
@@ -45,11 +59,15 @@ buckets and shards are hashes; records in a shard are sorted by a hash of (seed,
 document, copy, instance), which is also the shuffle. The output files are therefore
 byte-identical for a given seed and input, whatever the runner or number of workers.
 
-Output shards are written whole by one worker each (sorted in memory, then through
-`tf.io.TFRecordWriter` to a local temporary file copied to the destination with
-`apache_beam.io.filesystems`: Beam's own TFRecord sink needs a CRC32C package this
-project does not install, and shuffles records in a worker-dependent order). With
-`num_shards=0` the job picks `ceil(instances / records_per_shard)` shards.
+Output shards are written whole by one worker each: records sorted in memory, framed
+as TFRecords (length, masked CRC32C from `google-crc32c`, data, CRC) and written with
+`apache_beam.io.filesystems`, so no worker needs TensorFlow for it (Beam's own
+TFRecord sink shuffles records in a worker-dependent order). Records are serialized
+field by field (`keras_bert.instances.RecordEncoder`), byte-identical to
+`tf.train.Example.SerializeToString(deterministic=True)`. With `num_shards=0` the job
+picks `ceil(instances / records_per_shard)` shards once every bucket is done; the
+spills then have a single section that every shard writer scans for its records, so
+give `--num_shards` for large corpora (each spill is then read once).
 
 Example:
     python -m components.pretraining_data --input 'corpus/*.txt' --vocab vocab.txt \\
@@ -61,6 +79,7 @@ import argparse
 import array
 import collections
 import dataclasses
+import heapq
 import logging
 import math
 import os
@@ -176,27 +195,6 @@ def _local_copy(path, directory):
     return local
 
 
-def pack_sentences(sentences):
-    """Token-id sentences -> two byte strings (ids, lengths)."""
-    return (
-        array.array("i", [t for sentence in sentences for t in sentence]).tobytes(),
-        array.array("i", [len(sentence) for sentence in sentences]).tobytes(),
-    )
-
-
-def unpack_sentences(packed):
-    """The inverse of `pack_sentences`."""
-    ids, lengths = array.array("i"), array.array("i")
-    ids.frombytes(packed[0])
-    lengths.frombytes(packed[1])
-    ids = ids.tolist()
-    sentences, start = [], 0
-    for length in lengths:
-        sentences.append(ids[start : start + length])
-        start += length
-    return sentences
-
-
 # --- spill files ---------------------------------------------------------------------
 #
 # Tokenized documents and finished records go to files under a temporary folder of
@@ -249,9 +247,17 @@ def encode_document(sentences):
 
 
 def decode_document(data):
+    """The inverse of `encode_document`; sentences as `array("i")` (4 bytes a token, not 36)."""
     num_sentences, num_tokens = _DOC_HEADER.unpack_from(data)
     start = _DOC_HEADER.size + 4 * num_sentences
-    return unpack_sentences((data[start : start + 4 * num_tokens], data[_DOC_HEADER.size : start]))
+    lengths, ids = array.array("i"), array.array("i")
+    lengths.frombytes(data[_DOC_HEADER.size : start])
+    ids.frombytes(data[start : start + 4 * num_tokens])
+    sentences, offset = [], 0
+    for length in lengths:
+        sentences.append(ids[offset : offset + length])
+        offset += length
+    return sentences
 
 
 class TokenizeDocumentFn(beam.DoFn):
@@ -433,7 +439,7 @@ def _iter_spilled(data):
 class WriteShardFn(beam.DoFn):
     """`(shard, [(num_shards, parts)])` -> the shard's TFRecord file, records sorted by key.
 
-    A worker holds one shard's records at a time. The TFRecord framing (with its
+    A worker holds one shard's spilled bytes at a time. The TFRecord framing (with its
     CRC32C) is written here directly, without TensorFlow.
     """
 
@@ -446,24 +452,26 @@ class WriteShardFn(beam.DoFn):
         by_path = collections.defaultdict(list)
         for path, offset, size in parts:
             by_path[path].append((offset, size))
-        records = []
+        sections = []
         for path, ranges in sorted(by_path.items()):
             for data in _read_ranges(path, ranges):
+                records = _iter_spilled(data)
                 if filter_shard:
-                    records.extend(r for r in _iter_spilled(data) if r[0] % num_shards == shard)
-                else:
-                    records.extend(_iter_spilled(data))
-        records.sort()
+                    records = (r for r in records if r[0] % num_shards == shard)
+                sections.append(records)
+        # Each section is sorted by (key, record): merging them streams the shard in order.
         path = shard_path(self._spec, shard, num_shards)
+        count = 0
         with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as target:
             chunk = []
-            for i, (_, record) in enumerate(records):
+            for _, record in heapq.merge(*sections):
                 chunk.append(tfrecord_frame(record))
+                count += 1
                 if len(chunk) == 4096:
                     target.write(b"".join(chunk))
                     chunk = []
             target.write(b"".join(chunk))
-        stats = {"shards_written": 1, "records_written": len(records)}
+        stats = {"shards_written": 1, "records_written": count}
         example_gen.increment_counters(STAGE, stats)
         yield STATS_TAG, stats
         yield MAIN_TAG, path
