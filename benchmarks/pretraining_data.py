@@ -14,8 +14,9 @@ Compares, on the same synthesized corpus and flags, in one run:
 - `beam-2`: the same job with `--direct_num_workers=2 --direct_running_mode=multi_processing`.
 
 Each run is a fresh child process; its speed is instances per second of wall time
-(start-up included), its memory the peak of the summed RSS of its process tree (the
-runner and its SDK workers), sampled every 50 ms, with the peaks of the main process
+(start-up included) and its CPU time (user + system, worker processes included, which
+the load of a shared machine disturbs less), its memory the peak of the summed RSS of
+its process tree (the runner and its SDK workers), sampled every 50 ms, with the peaks of the main process
 and of the largest worker process alongside. The corpus is Python's
 `pydoc_data.topics` (one document per topic, one sentence per non-empty line, about
 0.45 MB), then 10 times as much (copies in more files) to show how memory grows with
@@ -31,6 +32,7 @@ import collections
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -328,11 +330,14 @@ def measure(run, corpus, vocab, flags, workdir, original_src=None):
     if original_src:
         command += ["--original_src", original_src]
     started = time.perf_counter()
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     peak = {"tree": 0, "main": 0, "worker": 0}
+    loads = []
 
     def sample():
         while process.poll() is None:
+            loads.append(os.getloadavg()[0])
             rss = _tree_rss_bytes(process.pid)
             peak["tree"] = max(peak["tree"], sum(rss.values()))
             peak["main"] = max(peak["main"], rss.get(process.pid, 0))
@@ -344,6 +349,9 @@ def measure(run, corpus, vocab, flags, workdir, original_src=None):
     stdout, _ = process.communicate()
     wall = time.perf_counter() - started
     sampler.join()
+    # Reaped descendants (the runner's worker processes) count in the child's usage.
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
     if process.returncode != 0:
         raise RuntimeError(f"{run} failed with exit code {process.returncode}:\n{stdout[-3000:]}")
     result = json.loads([line for line in stdout.splitlines() if line.startswith("RESULT ")][-1][7:])
@@ -353,6 +361,8 @@ def measure(run, corpus, vocab, flags, workdir, original_src=None):
         "run": run,
         "instances": result["instances"],
         "wall_s": wall,
+        "cpu_s": cpu,
+        "mean_load": sum(loads) / len(loads) if loads else None,
         "instances_per_s": result["instances"] / wall,
         "peak_rss_mib": peak["tree"] / 2**20,
         "peak_main_process_mib": peak["main"] / 2**20,
@@ -413,6 +423,7 @@ def main(argv=None):
             results.append(result)
             print(
                 f"x{scale:<3} {run:<10} {result['instances']:>8} instances {result['wall_s']:8.1f} s "
+                f"(CPU {result['cpu_s']:.1f} s, load {result['mean_load'] or 0:.1f}) "
                 f"{result['instances_per_s']:7.0f} inst/s  peak RSS {result['peak_rss_mib']:6.0f} MiB "
                 f"(main {result['peak_main_process_mib']:.0f}, largest worker "
                 f"{result['peak_worker_process_mib']:.0f}; corpus {result['corpus_mib']:.1f} MiB)",
@@ -427,6 +438,7 @@ def main(argv=None):
                     ours = by[(scale, run)]
                     print(
                         f"x{scale}: {run} vs {baseline}: {base['wall_s'] / ours['wall_s']:.2f}x faster (wall), "
+                        f"{base['cpu_s'] / ours['cpu_s']:.2f}x less CPU time, "
                         f"{ours['instances_per_s'] / base['instances_per_s']:.2f}x instances/s, "
                         f"peak RSS {ours['peak_rss_mib'] / base['peak_rss_mib']:.2f} of {baseline}'s"
                     )

@@ -127,8 +127,9 @@ class PretrainingDataSpec:
         random_seed: seed of every random choice. Defaults to 12345.
         num_shards: output files; 0 picks `ceil(instances / records_per_shard)`.
             Defaults to 0.
-        records_per_shard: target records per shard when `num_shards` is 0; a shard
-            is sorted in one worker's memory. Defaults to 100000.
+        records_per_shard: target records per shard when `num_shards` is 0; a
+            shard's spilled records are held by one worker while it is written.
+            Defaults to 100000.
         docs_per_bucket: documents per random-document bucket. Defaults to 1000.
         file_prefix: output files are `<prefix>-SSSSS-of-NNNNN.tfrecord`. Defaults to
             "pretraining".
@@ -308,8 +309,9 @@ class TokenizeDocumentFn(beam.DoFn):
             if self._writer is None:
                 self._writer = _SpillWriter(self._spill_dir, "documents")
             data = encode_document(sentences)
-            yield MAIN_TAG, (document["doc_id"], self._writer.path, self._writer.offset, len(data))
+            offset = self._writer.offset
             self._writer.write(data)
+            yield MAIN_TAG, (document["doc_id"], self._writer.path, offset, len(data))
 
 
 def plan_buckets(keyed_refs, dupe_factor, seed, docs_per_bucket):
