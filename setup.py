@@ -23,6 +23,10 @@ INSTALL_REQUIRES = [
     # dask.distributed: the cluster behind Beam's own DaskRunner (what apache-beam's
     # `dask` extra installs), so that every Beam job runs on several machines too.
     "dask[distributed]==2026.8.*",
+    # google-crc32c: the standard CRC32C for Python (Google's C library; the one
+    # Beam's own TFRecord I/O looks for), so pre-training records are framed
+    # without importing TensorFlow in every Beam worker.
+    "google-crc32c>=1.5,<2",
 ]
 
 EXTRAS_REQUIRE = {

@@ -1,7 +1,10 @@
-"""Benchmark: the PretrainingData Beam job vs the original single-process algorithm.
+"""Benchmark: the PretrainingData Beam job vs google-research/bert's own script.
 
 Compares, on the same synthesized corpus and flags, in one run:
 
+- `original`: google-research/bert's `create_pretraining_data.py` itself, from a
+  checkout given with `--original_src` (not part of this project), under
+  `tf.compat.v1`; its output files are counted after it exits;
 - `reference`: a compact re-implementation of google-research/bert's
   `create_pretraining_data.py` control flow (written here for the comparison): every
   document tokenized into memory, shuffled, `dupe_factor` passes of
@@ -11,13 +14,17 @@ Compares, on the same synthesized corpus and flags, in one run:
 - `beam-2`: the same job with `--direct_num_workers=2 --direct_running_mode=multi_processing`.
 
 Each run is a fresh child process; its speed is instances per second of wall time
-(start-up included), its memory the peak of the summed RSS of its process tree (the
-runner and its SDK workers), sampled every 50 ms, with the peaks of the main process
+(start-up included) and its CPU time (user + system, worker processes included, which
+the load of a shared machine disturbs less), its memory the peak of the summed RSS of
+its process tree (the runner and its SDK workers), sampled every 50 ms, with the peaks of the main process
 and of the largest worker process alongside. The corpus is Python's
-`pydoc_data.topics` (one document per topic, one sentence per non-empty line), then
-10 times as much (copies in more files) to show how memory grows with the corpus.
+`pydoc_data.topics` (one document per topic, one sentence per non-empty line, about
+0.45 MB), then 10 times as much (copies in more files) to show how memory grows with
+the corpus. Ratios printed at the end: wall time of the baseline / ours (above 1:
+ours is faster) and our peak RSS as a share of the baseline's.
 
     python -m benchmarks.pretraining_data [--scales 1 10] [--dupe_factor 5] [--runs reference beam-2]
+    python -m benchmarks.pretraining_data --original_src ~/src/bert --scales 40 --runs original beam-1 beam-2
 """
 
 import argparse
@@ -25,6 +32,7 @@ import collections
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -34,7 +42,7 @@ import time
 DEFAULT_VOCAB = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "pretraining", "vocab.txt"
 )
-RUNS = ("reference", "beam-1", "beam-2")
+RUNS = ("original", "reference", "beam-1", "beam-2")
 FILES_PER_COPY = 4
 
 
@@ -210,13 +218,69 @@ def run_reference(corpus_glob, vocab_path, output_dir, flags):
     return len(instances)
 
 
+# --- google-research/bert's own script ----------------------------------------------
+
+
+def run_original(original_src, corpus_glob, vocab_path, output_dir, flags):
+    """Runs `create_pretraining_data.py` from a checkout of google-research/bert.
+
+    The script is TF1 code (`tf.flags`, `tf.gfile`, `tf.python_io`, `tf.logging`);
+    `tf.compat.v1` has all of them, so it is put in place of `tensorflow` for the
+    script's own imports. Nothing of the script is copied.
+
+    Returns:
+        The output file paths.
+    """
+    import tensorflow as tf
+
+    sys.modules["tensorflow"] = tf.compat.v1
+    sys.path.insert(0, os.path.abspath(original_src))
+    import create_pretraining_data as original  # pylint: disable=import-error
+
+    outputs = [os.path.join(output_dir, f"original-{i:05d}.tfrecord") for i in range(flags["num_shards"])]
+    argv = [
+        "create_pretraining_data.py",
+        f"--input_file={corpus_glob}",
+        f"--output_file={','.join(outputs)}",
+        f"--vocab_file={vocab_path}",
+        "--do_lower_case=True",
+        f"--do_whole_word_mask={flags['whole_word_mask']}",
+        f"--max_seq_length={flags['max_seq_length']}",
+        f"--max_predictions_per_seq={flags['max_predictions_per_seq']}",
+        f"--random_seed={flags['random_seed']}",
+        f"--dupe_factor={flags['dupe_factor']}",
+        f"--masked_lm_prob={flags['masked_lm_prob']}",
+        f"--short_seq_prob={flags['short_seq_prob']}",
+    ]
+    original.FLAGS(argv)
+    original.main(None)
+    return outputs
+
+
+def count_tfrecords(paths):
+    """Records in TFRecord files, from their framing (length, CRC, data, CRC)."""
+    count = 0
+    for path in paths:
+        with open(path, "rb") as f:
+            while True:
+                header = f.read(12)
+                if len(header) < 12:
+                    break
+                f.seek(int.from_bytes(header[:8], "little") + 4, os.SEEK_CUR)
+                count += 1
+    return count
+
+
 # --- child process entry points ----------------------------------------------------
 
 
 def _child(args):
     flags = json.loads(args.flags)
     started = time.perf_counter()
-    if args.child == "reference":
+    if args.child == "original":
+        # Counted by the parent once the process has ended, so not in its wall time.
+        instances = {"paths": run_original(args.original_src, args.corpus, args.vocab, args.output, flags)}
+    elif args.child == "reference":
         instances = run_reference(args.corpus, args.vocab, args.output, flags)
     else:
         from components import pretraining_data
@@ -257,18 +321,23 @@ def _tree_rss_bytes(root_pid):
     return rss
 
 
-def measure(run, corpus, vocab, flags, workdir):
+def measure(run, corpus, vocab, flags, workdir, original_src=None):
     output = tempfile.mkdtemp(prefix=f"{run}-", dir=workdir)
     command = [
         sys.executable, "-m", "benchmarks.pretraining_data", "--child", run, "--corpus", corpus,
         "--vocab", vocab, "--output", output, "--flags", json.dumps(flags),
     ]
+    if original_src:
+        command += ["--original_src", original_src]
     started = time.perf_counter()
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     peak = {"tree": 0, "main": 0, "worker": 0}
+    loads = []
 
     def sample():
         while process.poll() is None:
+            loads.append(os.getloadavg()[0])
             rss = _tree_rss_bytes(process.pid)
             peak["tree"] = max(peak["tree"], sum(rss.values()))
             peak["main"] = max(peak["main"], rss.get(process.pid, 0))
@@ -280,13 +349,20 @@ def measure(run, corpus, vocab, flags, workdir):
     stdout, _ = process.communicate()
     wall = time.perf_counter() - started
     sampler.join()
+    # Reaped descendants (the runner's worker processes) count in the child's usage.
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
     if process.returncode != 0:
         raise RuntimeError(f"{run} failed with exit code {process.returncode}:\n{stdout[-3000:]}")
     result = json.loads([line for line in stdout.splitlines() if line.startswith("RESULT ")][-1][7:])
+    if isinstance(result["instances"], dict):
+        result["instances"] = count_tfrecords(result["instances"]["paths"])
     return {
         "run": run,
         "instances": result["instances"],
         "wall_s": wall,
+        "cpu_s": cpu,
+        "mean_load": sum(loads) / len(loads) if loads else None,
         "instances_per_s": result["instances"] / wall,
         "peak_rss_mib": peak["tree"] / 2**20,
         "peak_main_process_mib": peak["main"] / 2**20,
@@ -301,8 +377,16 @@ def main(argv=None):
     parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--flags", help=argparse.SUPPRESS)
     parser.add_argument("--vocab", default=DEFAULT_VOCAB)
+    parser.add_argument(
+        "--original_src",
+        default=None,
+        help="A checkout of google-research/bert: also run its create_pretraining_data.py ('original').",
+    )
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 10], help="Corpus copies per run.")
-    parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS))
+    parser.add_argument(
+        "--runs", nargs="+", choices=RUNS, default=None,
+        help="Defaults to all (without 'original' when --original_src is not given).",
+    )
     parser.add_argument("--max_seq_length", type=int, default=128)
     parser.add_argument("--max_predictions_per_seq", type=int, default=20)
     parser.add_argument("--masked_lm_prob", type=float, default=0.15)
@@ -323,6 +407,9 @@ def main(argv=None):
             "whole_word_mask", "num_shards", "random_seed",
         )
     }
+    runs = args.runs or [r for r in RUNS if r != "original" or args.original_src]
+    if "original" in runs and not args.original_src:
+        parser.error("the 'original' run needs --original_src")
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench-pretraining-")
     print(f"flags: {json.dumps(flags)}  cpus: {os.cpu_count()}  workdir: {workdir}")
     results = []
@@ -330,12 +417,13 @@ def main(argv=None):
         corpus = synthesize_corpus(os.path.join(workdir, f"corpus-x{scale}"), scale)
         size = sum(os.path.getsize(os.path.join(os.path.dirname(corpus), f))
                    for f in os.listdir(os.path.dirname(corpus)))
-        for run in args.runs:
-            result = measure(run, corpus, os.path.abspath(args.vocab), flags, workdir)
+        for run in runs:
+            result = measure(run, corpus, os.path.abspath(args.vocab), flags, workdir, args.original_src)
             result.update(scale=scale, corpus_mib=size / 2**20)
             results.append(result)
             print(
                 f"x{scale:<3} {run:<10} {result['instances']:>8} instances {result['wall_s']:8.1f} s "
+                f"(CPU {result['cpu_s']:.1f} s, load {result['mean_load'] or 0:.1f}) "
                 f"{result['instances_per_s']:7.0f} inst/s  peak RSS {result['peak_rss_mib']:6.0f} MiB "
                 f"(main {result['peak_main_process_mib']:.0f}, largest worker "
                 f"{result['peak_worker_process_mib']:.0f}; corpus {result['corpus_mib']:.1f} MiB)",
@@ -343,14 +431,20 @@ def main(argv=None):
             )
     by = {(r["scale"], r["run"]): r for r in results}
     for scale in args.scales:
-        reference = by.get((scale, "reference"))
-        for run in ("beam-1", "beam-2"):
-            if reference and (scale, run) in by:
-                ratio = by[(scale, run)]["instances_per_s"] / reference["instances_per_s"]
-                print(f"x{scale}: {run} / reference speed ratio = {ratio:.2f}")
+        for baseline in ("original", "reference"):
+            base = by.get((scale, baseline))
+            for run in ("beam-1", "beam-2"):
+                if base and (scale, run) in by:
+                    ours = by[(scale, run)]
+                    print(
+                        f"x{scale}: {run} vs {baseline}: {base['wall_s'] / ours['wall_s']:.2f}x faster (wall), "
+                        f"{base['cpu_s'] / ours['cpu_s']:.2f}x less CPU time, "
+                        f"{ours['instances_per_s'] / base['instances_per_s']:.2f}x instances/s, "
+                        f"peak RSS {ours['peak_rss_mib'] / base['peak_rss_mib']:.2f} of {baseline}'s"
+                    )
     if len(args.scales) > 1:
         low, high = min(args.scales), max(args.scales)
-        for run in args.runs:
+        for run in runs:
             if (low, run) in by and (high, run) in by:
                 a, b = by[(low, run)], by[(high, run)]
                 print(f"{run}: peak RSS x{low} -> x{high}: {a['peak_rss_mib']:.0f} -> {b['peak_rss_mib']:.0f} MiB "

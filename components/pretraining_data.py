@@ -7,10 +7,24 @@ feature names, shapes and dtypes (`features.pretraining_feature_spec`), or, with
 `keras_bert.masking.apply_dynamic_masking` masks anew every epoch. The pairing and
 masking rules are in `keras_bert/instances.py` and `keras_bert/masking.py`.
 
-Steps: ReadCorpus (raw text or ExampleGen documents) -> Tokenize -> CountDocuments ->
-AssignBuckets -> GroupByBucket -> CreateInstances -> CountInstances (only with
-num_shards=0) -> AssignShards -> GroupByShard -> WriteShards, plus the statistics JSON
+Steps: ReadCorpus (raw text or ExampleGen documents) -> Tokenize -> GatherDocuments ->
+PlanBuckets -> GroupByBucket -> CreateInstances -> GatherSpills -> PlanShards ->
+GroupByShard -> WriteShards -> RemoveTemporaryFiles, plus the statistics JSON
 (`<output>/pretraining_data_stats.json`).
+
+Memory bounded by design, not by the corpus
+-------------------------------------------
+Tokenize writes each document's token ids to a spill file under
+`<output>/.pretraining_data-tmp-<run>/` and passes on only a reference (doc_id, file,
+offset, size). All references meet in one group (GatherDocuments: about 100 bytes per
+document), which gives the document count and the bucket of every dupe copy;
+CreateInstances reads one bucket's documents (about `docs_per_bucket`), builds its
+records and spills them, cut into one section per output shard and sorted; WriteShards
+reads one shard's sections and writes the TFRecord file. So a worker holds one bucket
+or one shard at a time, the runner's shuffles carry references only, and the spill
+folder (about the size of the tokenized corpus plus the output) is deleted at the end.
+No step uses a side input, a multi-output ParDo or a finish_bundle output, so the job
+runs unchanged on runners that lack them (Beam's DaskRunner).
 
 Random "other" documents without the corpus in memory
 ------------------------------------------------------
@@ -45,11 +59,15 @@ buckets and shards are hashes; records in a shard are sorted by a hash of (seed,
 document, copy, instance), which is also the shuffle. The output files are therefore
 byte-identical for a given seed and input, whatever the runner or number of workers.
 
-Output shards are written whole by one worker each (sorted in memory, then through
-`tf.io.TFRecordWriter` to a local temporary file copied to the destination with
-`apache_beam.io.filesystems`: Beam's own TFRecord sink needs a CRC32C package this
-project does not install, and shuffles records in a worker-dependent order). With
-`num_shards=0` the job picks `ceil(instances / records_per_shard)` shards.
+Output shards are written whole by one worker each: records sorted in memory, framed
+as TFRecords (length, masked CRC32C from `google-crc32c`, data, CRC) and written with
+`apache_beam.io.filesystems`, so no worker needs TensorFlow for it (Beam's own
+TFRecord sink shuffles records in a worker-dependent order). Records are serialized
+field by field (`keras_bert.instances.RecordEncoder`), byte-identical to
+`tf.train.Example.SerializeToString(deterministic=True)`. With `num_shards=0` the job
+picks `ceil(instances / records_per_shard)` shards once every bucket is done; the
+spills then have a single section that every shard writer scans for its records, so
+give `--num_shards` for large corpora (each spill is then read once).
 
 Example:
     python -m components.pretraining_data --input 'corpus/*.txt' --vocab vocab.txt \\
@@ -61,13 +79,18 @@ import argparse
 import array
 import collections
 import dataclasses
+import heapq
 import logging
 import math
 import os
 import shutil
+import struct
 import tempfile
+import uuid
 
 import apache_beam as beam
+import google_crc32c
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -78,6 +101,7 @@ from keras_bert import instances as instances_lib
 STAGE = "pretraining_data"
 STATS_FILE = "pretraining_data_stats.json"
 STATS_TAG = example_gen.STATS_TAG
+MAIN_TAG = "main"
 BAD_RECORD_COUNTERS = example_gen.BAD_RECORD_COUNTERS + ("untokenizable_documents",)
 
 logger = logging.getLogger(__name__)
@@ -103,8 +127,9 @@ class PretrainingDataSpec:
         random_seed: seed of every random choice. Defaults to 12345.
         num_shards: output files; 0 picks `ceil(instances / records_per_shard)`.
             Defaults to 0.
-        records_per_shard: target records per shard when `num_shards` is 0; a shard
-            is sorted in one worker's memory. Defaults to 100000.
+        records_per_shard: target records per shard when `num_shards` is 0; a
+            shard's spilled records are held by one worker while it is written.
+            Defaults to 100000.
         docs_per_bucket: documents per random-document bucket. Defaults to 1000.
         file_prefix: output files are `<prefix>-SSSSS-of-NNNNN.tfrecord`. Defaults to
             "pretraining".
@@ -171,37 +196,87 @@ def _local_copy(path, directory):
     return local
 
 
-def pack_sentences(sentences):
-    """Token-id sentences -> two byte strings (ids, lengths).
+# --- spill files ---------------------------------------------------------------------
+#
+# Tokenized documents and finished records go to files under a temporary folder of
+# the output directory (a filesystem every worker sees, as Beam's own file sinks
+# assume); only small references to them cross the shuffles. A document is
+# `<u32 sentences><u32 tokens><lengths int32...><ids int32...>`; a record is
+# `<u64 sort key><u32 size><tf.Example bytes>`.
 
-    Tokenized documents cross `dupe_factor` shuffles; bytes cost Beam's coders far
-    less than lists of Python ints.
+_DOC_HEADER = struct.Struct("<II")
+_RECORD_HEADER = struct.Struct("<QI")
+
+
+def temp_dir(spec, run_id):
+    return FileSystems.join(spec.output_dir, f".{STAGE}-tmp-{run_id}")
+
+
+class _SpillWriter:
+    """Appends to one new file of `directory`, tracking offsets (no `tell()` needed)."""
+
+    def __init__(self, directory, prefix):
+        self.path = FileSystems.join(directory, f"{prefix}-{uuid.uuid4().hex}.bin")
+        self._file = FileSystems.create(self.path, compression_type=CompressionTypes.UNCOMPRESSED)
+        self.offset = 0
+
+    def write(self, data):
+        self._file.write(data)
+        self.offset += len(data)
+
+    def close(self):
+        self._file.close()
+
+
+def _read_ranges(path, ranges):
+    """The bytes of each `(offset, size)` of one file, in the given order."""
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        out = []
+        for offset, size in ranges:
+            f.seek(offset)
+            data = f.read(size)
+            if len(data) != size:
+                raise IOError(f"{path}: expected {size} bytes at offset {offset}, read {len(data)}")
+            out.append(data)
+        return out
+
+
+def encode_document(sentences):
+    lengths = array.array("i", [len(s) for s in sentences])
+    ids = array.array("i", [t for s in sentences for t in s])
+    return _DOC_HEADER.pack(len(lengths), len(ids)) + lengths.tobytes() + ids.tobytes()
+
+
+def decode_document(data):
+    """The inverse of `encode_document`: sentences as int32 views of `data` (no copies).
+
+    A view iterates as Python ints, has a length and slices like a list, which is
+    all instance building asks of a sentence; it is ten times faster to make than
+    a list or an `array` copy, and holds 4 bytes a token.
     """
-    return (
-        array.array("i", [t for sentence in sentences for t in sentence]).tobytes(),
-        array.array("i", [len(sentence) for sentence in sentences]).tobytes(),
-    )
-
-
-def unpack_sentences(packed):
-    """The inverse of `pack_sentences`."""
-    ids, lengths = array.array("i"), array.array("i")
-    ids.frombytes(packed[0])
-    lengths.frombytes(packed[1])
-    ids = ids.tolist()
-    sentences, start = [], 0
+    num_sentences, num_tokens = _DOC_HEADER.unpack_from(data)
+    start = _DOC_HEADER.size + 4 * num_sentences
+    view = memoryview(data)
+    lengths = view[_DOC_HEADER.size : start].cast("i")
+    ids = view[start : start + 4 * num_tokens].cast("i")
+    sentences, offset = [], 0
     for length in lengths:
-        sentences.append(ids[start : start + length])
-        start += length
+        sentences.append(ids[offset : offset + length])
+        offset += length
     return sentences
 
 
 class TokenizeDocumentFn(beam.DoFn):
-    """Document dict -> `(doc_id, pack_sentences(token ids of each non-empty sentence))`."""
+    """Document dict -> the token ids of its non-empty sentences, spilled to a file.
 
-    def __init__(self, vocab_path, do_lower_case):
+    Yields `(doc_id, path, offset, size)` references; all the sentences of a
+    document are tokenized with one `token_ids_batch` call.
+    """
+
+    def __init__(self, vocab_path, do_lower_case, spill_dir):
         self._vocab_path = vocab_path
         self._do_lower_case = do_lower_case
+        self._spill_dir = spill_dir
 
     def setup(self):
         from keras_bert.tokenizer import BertTokenizer
@@ -213,12 +288,18 @@ class TokenizeDocumentFn(beam.DoFn):
     def teardown(self):
         shutil.rmtree(getattr(self, "_tmp", ""), ignore_errors=True)
 
+    def start_bundle(self):
+        self._writer = None
+
+    def finish_bundle(self):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
     def process(self, document):
-        tokenizer = self._tokenizer
-        sentences = []
         stats = collections.Counter(tokenized_documents=1)
-        for sentence in document["sentences"]:
-            ids = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(sentence))
+        sentences = []
+        for ids in self._tokenizer.token_ids_batch(document["sentences"]):
             if ids:
                 sentences.append(ids)
                 stats["document_tokens"] += len(ids)
@@ -228,41 +309,96 @@ class TokenizeDocumentFn(beam.DoFn):
             stats["untokenizable_documents"] += 1
             stats["tokenized_documents"] = 0
         example_gen.increment_counters(STAGE, stats)
-        yield beam.pvalue.TaggedOutput(STATS_TAG, dict(stats))
+        yield STATS_TAG, dict(stats)
         if sentences:
-            yield document["doc_id"], pack_sentences(sentences)
+            if self._writer is None:
+                self._writer = _SpillWriter(self._spill_dir, "documents")
+            data = encode_document(sentences)
+            offset = self._writer.offset
+            self._writer.write(data)
+            yield MAIN_TAG, (document["doc_id"], self._writer.path, offset, len(data))
 
 
-def assign_buckets(document, num_documents, dupe_factor, seed, docs_per_bucket):
-    """`(doc_id, packed)` -> one `((dupe, bucket), (doc_id, packed))` per dupe copy."""
-    num_buckets = instances_lib.num_buckets_for(num_documents, docs_per_bucket)
-    doc_id = document[0]
+def plan_buckets(keyed_refs, dupe_factor, seed, docs_per_bucket):
+    """All document references -> `((dupe, bucket), refs sorted by doc_id)` per bucket.
+
+    The document count, which sets the number of buckets, is the length of the one
+    group, so no side input is needed (some runners, Dask's among them, have none).
+    """
+    _, refs = keyed_refs
+    refs = sorted(refs, key=lambda ref: ref[0])
+    num_buckets = instances_lib.num_buckets_for(len(refs), docs_per_bucket)
     for dupe in range(dupe_factor):
-        yield (dupe, instances_lib.bucket_of(seed, dupe, doc_id, num_buckets)), document
+        buckets = collections.defaultdict(list)
+        for ref in refs:
+            buckets[instances_lib.bucket_of(seed, dupe, ref[0], num_buckets)].append(ref)
+        for bucket, members in sorted(buckets.items()):
+            yield (dupe, bucket), members
+
+
+def read_documents(refs):
+    """`(doc_id, path, offset, size)` references -> `[(doc_id, sentences)]`, in the same order."""
+    by_path = collections.defaultdict(list)
+    for i, (_, path, offset, size) in enumerate(refs):
+        by_path[path].append((offset, size, i))
+    documents = [None] * len(refs)
+    for path, parts in by_path.items():
+        parts.sort()
+        for (_, _, i), data in zip(parts, _read_ranges(path, [(o, s) for o, s, _ in parts])):
+            documents[i] = (refs[i][0], decode_document(data))
+    return documents
 
 
 class CreateInstancesFn(beam.DoFn):
-    """`((dupe, bucket), documents)` -> `(sort_key, serialized tf.Example)` per instance."""
+    """`((dupe, bucket), [refs])` -> the bucket's records in one spill file, by shard.
 
-    def __init__(self, vocab_path, options):
-        self._vocab_path = vocab_path
+    Yields `(path, count, sections)`: `sections` lists `(offset, size)` per output
+    shard when `num_shards` is known, else one section; each section is sorted by
+    `(sort key, record)`.
+    """
+
+    def __init__(self, options, vocab_info, num_shards, spill_dir):
         self._options = options
-
-    def setup(self):
-        tokens = vocab_lib.read_vocab_tokens(self._vocab_path)
-        self._vocab = instances_lib.VocabInfo.from_tokens(tokens)
+        self._vocab = vocab_info
+        self._num_shards = num_shards
+        self._spill_dir = spill_dir
 
     def process(self, bucket):
-        (dupe, _), documents = bucket
-        documents = [(doc_id, unpack_sentences(packed)) for doc_id, packed in documents]
+        (dupe, _), groups = bucket
+        refs = [ref for group in groups for ref in group]
+        documents = read_documents(refs)
         total = collections.Counter(buckets=1, bucket_documents=len(documents))
-        for sort_key, features, stats in instances_lib.create_bucket_instances(
-            documents, dupe, self._options, self._vocab
-        ):
-            total.update(stats)
-            yield sort_key, instances_lib.serialize_example(features)
+        sections = [[] for _ in range(self._num_shards or 1)]
+        n = len(sections)
+        for key, record in instances_lib.bucket_records(documents, dupe, self._options, self._vocab, total):
+            sections[key % n].append((key, record))
+        writer = _SpillWriter(self._spill_dir, f"records-{dupe}")
+        spans = []
+        try:
+            for section in sections:
+                section.sort()
+                start = writer.offset
+                writer.write(b"".join(_RECORD_HEADER.pack(k, len(r)) + r for k, r in section))
+                spans.append((start, writer.offset - start))
+        finally:
+            writer.close()
         example_gen.increment_counters(STAGE, total)
-        yield beam.pvalue.TaggedOutput(STATS_TAG, dict(total, largest_bucket=len(documents)))
+        yield STATS_TAG, dict(total, largest_bucket=len(documents))
+        yield MAIN_TAG, (writer.path, total["instances"], tuple(spans))
+
+
+def plan_shards(keyed_refs, num_shards, records_per_shard):
+    """All bucket spill references -> `(shard, (num_shards, [(path, offset, size)]))` per shard."""
+    refs = sorted(ref for ref in keyed_refs[1] if ref is not None)
+    num = resolve_num_shards(sum(count for _, count, _ in refs), num_shards, records_per_shard)
+    for shard in range(num):
+        parts = []
+        for path, _, spans in refs:
+            # Spans per shard when the count was known; else one span to filter.
+            offset, size = spans[shard] if len(spans) == num and num_shards else spans[0]
+            if size:
+                parts.append((path, offset, size))
+        yield shard, (num, parts)
 
 
 class SumStats(example_gen.SumCounts):
@@ -286,29 +422,73 @@ def resolve_num_shards(num_instances, num_shards, records_per_shard):
     return num_shards or max(1, math.ceil(num_instances / records_per_shard))
 
 
+def _masked_crc32c(data):
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def tfrecord_frame(record):
+    """One TFRecord: length, masked CRC32C of the length, data, masked CRC32C of the data."""
+    length = struct.pack("<Q", len(record))
+    return length + struct.pack("<I", _masked_crc32c(length)) + record + struct.pack("<I", _masked_crc32c(record))
+
+
+def _iter_spilled(data):
+    """`(key, record)` of a spilled section."""
+    offset, end, header = 0, len(data), _RECORD_HEADER
+    while offset < end:
+        key, size = header.unpack_from(data, offset)
+        offset += header.size
+        yield key, data[offset : offset + size]
+        offset += size
+
+
 class WriteShardFn(beam.DoFn):
-    """`(shard, records)` -> the shard's TFRecord file, records sorted by their key."""
+    """`(shard, [(num_shards, parts)])` -> the shard's TFRecord file, records sorted by key.
+
+    A worker holds one shard's spilled bytes at a time. The TFRecord framing (with its
+    CRC32C) is written here directly, without TensorFlow.
+    """
 
     def __init__(self, spec):
         self._spec = spec
 
-    def process(self, shard_records, num_shards):
-        import tensorflow as tf
-
-        shard, records = shard_records
-        records = sorted(r for r in records if r is not None)
+    def process(self, shard_parts):
+        shard, [(num_shards, parts)] = shard_parts
+        filter_shard = not self._spec.num_shards and num_shards > 1
+        by_path = collections.defaultdict(list)
+        for path, offset, size in parts:
+            by_path[path].append((offset, size))
+        sections = []
+        for path, ranges in sorted(by_path.items()):
+            for data in _read_ranges(path, ranges):
+                records = _iter_spilled(data)
+                if filter_shard:
+                    records = (r for r in records if r[0] % num_shards == shard)
+                sections.append(records)
+        # Each section is sorted by (key, record): merging them streams the shard in order.
         path = shard_path(self._spec, shard, num_shards)
-        with tempfile.TemporaryDirectory(prefix="shard") as tmp:
-            local = os.path.join(tmp, "shard.tfrecord")
-            with tf.io.TFRecordWriter(local) as writer:
-                for _, record in records:
-                    writer.write(record)
-            with open(local, "rb") as source, FileSystems.create(path) as target:
-                shutil.copyfileobj(source, target, length=1 << 20)
-        stats = {"shards_written": 1, "records_written": len(records)}
+        count = 0
+        with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as target:
+            chunk = []
+            for _, record in heapq.merge(*sections):
+                chunk.append(tfrecord_frame(record))
+                count += 1
+                if len(chunk) == 4096:
+                    target.write(b"".join(chunk))
+                    chunk = []
+            target.write(b"".join(chunk))
+        stats = {"shards_written": 1, "records_written": count}
         example_gen.increment_counters(STAGE, stats)
-        yield beam.pvalue.TaggedOutput(STATS_TAG, stats)
-        yield path
+        yield STATS_TAG, stats
+        yield MAIN_TAG, path
+
+
+def remove_temp_dir(_, directory):
+    """Deletes the spill folder; yields nothing."""
+    if FileSystems.exists(directory):
+        FileSystems.delete([directory])
+    return []
 
 
 def summarize(counters, spec, vocab_info):
@@ -373,13 +553,40 @@ def _spec_dict(spec):
     return out
 
 
-def build(pipeline, spec):
-    """Adds the PretrainingData steps to `pipeline`."""
+class TaggedParDo(beam.PTransform):
+    """A ParDo whose DoFn yields `(tag, value)`: `{MAIN_TAG: ..., STATS_TAG: ...}`.
+
+    As `ParDo(...).with_outputs(...)`, for runners that keep one output per ParDo
+    (Dask's mixes the outputs of `with_outputs`): the tag travels in the element.
+    """
+
+    def __init__(self, fn):
+        super().__init__()
+        self._fn = fn
+
+    def expand(self, pcoll):
+        tagged = pcoll | "Run" >> beam.ParDo(self._fn)
+        return {
+            tag: tagged | f"Only_{tag}" >> beam.FlatMap(lambda e, tag=tag: [e[1]] if e[0] == tag else [])
+            for tag in (MAIN_TAG, STATS_TAG)
+        }
+
+
+def build(pipeline, spec, run_id=None):
+    """Adds the PretrainingData steps to `pipeline`.
+
+    Args:
+        pipeline: a `beam.Pipeline`.
+        spec: a `PretrainingDataSpec`.
+        run_id: names the temporary folder (`<output_dir>/.pretraining_data-tmp-<run_id>`).
+            Defaults to a random one.
+    """
     vocab_tokens = vocab_lib.read_vocab_tokens(spec.vocab_path)
     vocab_lib.validate_vocab(vocab_tokens, spec.vocab_path)
     vocab_info = instances_lib.VocabInfo.from_tokens(vocab_tokens)
     options = spec.instance_options
 
+    spill_dir = temp_dir(spec, run_id or uuid.uuid4().hex)
     read = example_gen.ReadCorpus(spec.input_pattern, spec.read)
     example_gen.print_stage(STAGE, f"ReadCorpus: {read.num_files} file(s) from {spec.input_pattern}")
     corpus = pipeline | "ReadCorpus" >> read
@@ -387,25 +594,21 @@ def build(pipeline, spec):
     example_gen.print_stage(
         STAGE, f"Tokenize: {spec.vocab_path} ({vocab_info.vocab_size} tokens, lower_case={spec.do_lower_case})"
     )
-    tokenized = corpus.documents | "Tokenize" >> beam.ParDo(
-        TokenizeDocumentFn(spec.vocab_path, spec.do_lower_case)
-    ).with_outputs(STATS_TAG, main="documents")
-    documents = tokenized.documents
+    tokenized = corpus["documents"] | "Tokenize" >> TaggedParDo(
+        TokenizeDocumentFn(spec.vocab_path, spec.do_lower_case, spill_dir)
+    )
 
     example_gen.print_stage(
-        STAGE, f"AssignBuckets: dupe_factor={spec.dupe_factor}, ~{spec.docs_per_bucket} documents per bucket"
+        STAGE, f"PlanBuckets: dupe_factor={spec.dupe_factor}, ~{spec.docs_per_bucket} documents per bucket"
     )
-    num_documents = documents | "CountDocuments" >> beam.combiners.Count.Globally()
     buckets = (
-        documents
-        | "AssignBuckets"
-        >> beam.FlatMap(
-            assign_buckets,
-            num_documents=beam.pvalue.AsSingleton(num_documents),
-            dupe_factor=spec.dupe_factor,
-            seed=spec.random_seed,
-            docs_per_bucket=spec.docs_per_bucket,
+        tokenized[MAIN_TAG]
+        | "KeyDocuments" >> beam.Map(lambda ref: (0, ref))
+        | "GatherDocuments" >> beam.GroupByKey()
+        | "PlanBuckets" >> beam.FlatMap(
+            plan_buckets, dupe_factor=spec.dupe_factor, seed=spec.random_seed, docs_per_bucket=spec.docs_per_bucket
         )
+        # One bucket per element, spread over the workers.
         | "GroupByBucket" >> beam.GroupByKey()
     )
 
@@ -416,43 +619,44 @@ def build(pipeline, spec):
         STAGE, f"CreateInstances: max_seq_length={spec.max_seq_length}, "
         f"max_predictions_per_seq={spec.max_predictions_per_seq}, {mode}, seed={spec.random_seed}"
     )
-    created = buckets | "CreateInstances" >> beam.ParDo(
-        CreateInstancesFn(spec.vocab_path, options)
-    ).with_outputs(STATS_TAG, main="records")
-    records = created.records
+    created = buckets | "CreateInstances" >> TaggedParDo(
+        CreateInstancesFn(options, vocab_info, spec.num_shards, spill_dir)
+    )
 
     example_gen.print_stage(
         STAGE, f"WriteShards: {spec.records_pattern} "
         f"({spec.num_shards or f'~{spec.records_per_shard} records each'})"
     )
-    if spec.num_shards:
-        # A constant side input lets AssignShards fuse with CreateInstances.
-        num_shards = pipeline | "NumShards" >> beam.Create([spec.num_shards])
-    else:
-        num_shards = (
-            records
-            | "CountInstances" >> beam.combiners.Count.Globally()
-            | "NumShards" >> beam.Map(resolve_num_shards, spec.num_shards, spec.records_per_shard)
-        )
-    num_shards_side = beam.pvalue.AsSingleton(num_shards)
-    keyed = records | "AssignShards" >> beam.Map(lambda record, n: (record[0] % n, record), n=num_shards_side)
-    # Every shard gets a (possibly empty) file, so the `-of-N` set is complete.
-    markers = num_shards | "ShardMarkers" >> beam.FlatMap(lambda n: [(i, None) for i in range(n)])
+    # A marker, so that an empty corpus still gets its (empty) shard files.
+    no_spill = pipeline | "NoSpill" >> beam.Create([None])
     written = (
-        (keyed, markers)
-        | "MergeMarkers" >> beam.Flatten()
+        (created[MAIN_TAG], no_spill)
+        | "MergeSpills" >> beam.Flatten()
+        | "KeySpills" >> beam.Map(lambda ref: (0, ref))
+        | "GatherSpills" >> beam.GroupByKey()
+        | "PlanShards" >> beam.FlatMap(plan_shards, spec.num_shards, spec.records_per_shard)
         | "GroupByShard" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(WriteShardFn(spec), num_shards_side).with_outputs(STATS_TAG, main="paths")
+        | "WriteShards" >> TaggedParDo(WriteShardFn(spec))
+    )
+    # Emits nothing; feeds the statistics so that it runs on runners that only
+    # compute what the last step needs (Dask's).
+    cleaned = (
+        (written[MAIN_TAG], no_spill)
+        | "MergePaths" >> beam.Flatten()
+        | "KeyPaths" >> beam.Map(lambda path: (0, path))
+        | "AllWritten" >> beam.GroupByKey()
+        | "RemoveTemporaryFiles" >> beam.FlatMap(remove_temp_dir, spill_dir)
     )
 
     (
-        (corpus[STATS_TAG], tokenized[STATS_TAG], created[STATS_TAG], written[STATS_TAG])
+        (corpus[STATS_TAG], tokenized[STATS_TAG], created[STATS_TAG], written[STATS_TAG], cleaned)
         | "MergeStats" >> beam.Flatten()
-        | "SumStats" >> beam.CombineGlobally(SumStats())
+        # Without defaults: a global default is injected through a side input.
+        | "SumStats" >> beam.CombineGlobally(SumStats()).without_defaults()
         | "Summarize" >> beam.Map(summarize, spec, vocab_info)
         | "WriteStats" >> beam.Map(example_gen.write_json, spec.stats_path)
     )
-    return written.paths
+    return written[MAIN_TAG]
 
 
 def run(spec, pipeline_args=None):
@@ -464,8 +668,12 @@ def run(spec, pipeline_args=None):
             `["--direct_num_workers=2", "--direct_running_mode=multi_processing"]`.
             Defaults to none (DirectRunner).
     """
-    with beam.Pipeline(options=PipelineOptions(pipeline_args or [])) as pipeline:
-        build(pipeline, spec)
+    run_id = uuid.uuid4().hex
+    try:
+        with beam.Pipeline(options=PipelineOptions(pipeline_args or [])) as pipeline:
+            build(pipeline, spec, run_id)
+    finally:
+        remove_temp_dir(None, temp_dir(spec, run_id))
     stats = example_gen.read_json(spec.stats_path)
     c = stats["counters"]
     example_gen.print_stage(

@@ -5,6 +5,8 @@ The names are those of google-research/bert's pre-training TFRecords
 tf.Example keys, Keras input names and serving tensor names.
 """
 
+import struct
+
 import tensorflow as tf
 
 INPUT_IDS = "input_ids"
@@ -134,10 +136,74 @@ def task_feature_spec(task, max_seq_length):
     raise ValueError(f"unknown task {task!r}")
 
 
-def serialize_example(features):
-    """Serializes a feature dict as a `tf.train.Example`.
+# --- tf.Example serialization, without TensorFlow -----------------------------------
+#
+# A `tf.train.Example` is `features (1) -> Features { feature (1): map<string, Feature> }`,
+# a `Feature` holds `float_list (2)` or `int64_list (3)`, each a packed `value (1)`.
+# Serialized with `deterministic=True` (map entries sorted by key) these are the
+# bytes below, field by field; `tests/keras_bert/test_instances.py` checks them
+# against the protobuf classes.
 
-    The one tf.Example writer of the project (pre-training and task records).
+
+def _varint(value):
+    """Protobuf base-128 varint of an int64 (negative ones take ten bytes)."""
+    value &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_SMALL_VARINTS = tuple(_varint(i) for i in range(1 << 15))  # Every id of a 32k vocabulary.
+
+
+def _packed_varints(values, _small=_SMALL_VARINTS):
+    if values and 0 <= min(values) and max(values) < 32768:
+        return b"".join([_small[v] for v in values])
+    return b"".join([_varint(int(v)) for v in values])
+
+
+def _length_delimited(tag, payload, _small=_SMALL_VARINTS):
+    """A field of wire type 2: tag byte, varint length, payload."""
+    n = len(payload)
+    return tag + (_small[n] if n < 32768 else _varint(n)) + payload
+
+
+def _int64_feature(packed):
+    return _length_delimited(b"\x1a", _length_delimited(b"\x0a", packed) if packed else b"")
+
+
+def _float_feature(packed):
+    return _length_delimited(b"\x12", _length_delimited(b"\x0a", packed) if packed else b"")
+
+
+def _feature_entry(key, feature):
+    """One `feature` map entry of `Features`: key (1), value (2)."""
+    return _length_delimited(b"\x0a", _length_delimited(b"\x0a", key) + _length_delimited(b"\x12", feature))
+
+
+def _map_key_order(entry):
+    # upb's deterministic map order: bytes ascending, except that of two keys where
+    # one is a prefix of the other the longer comes first ("ab" before "a").
+    return (*entry[0], 256)
+
+
+def _example(entries, ordered=False):
+    """An Example from `(key bytes, feature bytes)` pairs, written in deterministic key order."""
+    if not entries:
+        return b""
+    if not ordered:
+        entries = sorted(entries, key=_map_key_order)
+    return _length_delimited(b"\x0a", b"".join([_feature_entry(k, f) for k, f in entries]))
+
+
+def serialize_example(features):
+    """Serializes a feature dict as a `tf.train.Example`: the project's one tf.Example writer.
+
+    The bytes are those of `tf.train.Example.SerializeToString(deterministic=True)`
+    (so the same in every process), written without TensorFlow or a message object.
 
     Args:
         features: name -> list of ints, or list of Python floats (a list is a float
@@ -145,16 +211,15 @@ def serialize_example(features):
             `label_ids` are).
 
     Returns:
-        bytes, ready for a TFRecord file; the same bytes in every process.
+        bytes, ready for a TFRecord file.
     """
-    example = tf.train.Example()
-    feature = example.features.feature
+    entries = []
     for name, values in features.items():
-        # Filling the message in place is about twice as fast as building Feature objects.
         if values and isinstance(values[0], float):
-            feature[name].float_list.value.extend(values)
+            feature = _float_feature(struct.pack(f"<{len(values)}f", *values))
         else:
-            feature[name].int64_list.value.extend(values)
-    # deterministic=True sorts the feature map: otherwise its order (and the bytes)
-    # varies between processes, and files would differ with the worker count.
-    return example.SerializeToString(deterministic=True)
+            feature = _int64_feature(_packed_varints(values))
+        entries.append((name.encode("utf-8"), feature))
+    return _example(entries)
+
+

@@ -25,7 +25,6 @@ per epoch, and returns the same feature dict as static records.
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
 
 from keras_bert import features as F
 
@@ -128,7 +127,37 @@ def create_masked_lm_predictions(
     else:
         candidates = [i for i, t in enumerate(token_ids) if t not in special_ids]
     budget = num_to_predict(len(token_ids), masked_lm_prob, max_predictions_per_seq)
+    output_ids, chosen, counts = mask_candidates(
+        token_ids, candidates, budget, vocab_size=vocab_size, mask_id=mask_id, rng=rng,
+        whole_word_mask=whole_word_mask,
+    )
+    return MaskedLmPredictions(
+        output_ids=output_ids,
+        positions=chosen,
+        label_ids=[token_ids[i] for i in chosen],
+        num_mask_token=counts[0],
+        num_random_token=counts[1],
+        num_kept=counts[2],
+    )
 
+
+def mask_candidates(token_ids, candidates, budget, *, vocab_size, mask_id, rng, whole_word_mask=False):
+    """The masking loop of `create_masked_lm_predictions`, on given candidates.
+
+    Args:
+        token_ids: the sequence.
+        candidates: maskable positions in sequence order (lists of positions, one
+            per word, with `whole_word_mask`); shuffled in place.
+        budget: `num_to_predict(...)` of the sequence.
+        vocab_size: random replacements are drawn from `[0, vocab_size)`.
+        mask_id: id of `[MASK]`.
+        rng: a `random.Random`.
+        whole_word_mask: `candidates` are words. Defaults to False.
+
+    Returns:
+        `(output_ids, positions, counts)`: the masked sequence (a new list), the
+        masked positions ascending, and `[mask_token, random_token, kept]` counts.
+    """
     output_ids = list(token_ids)
     chosen = []
     counts = [0, 0, 0]  # [MASK], random, kept
@@ -161,14 +190,7 @@ def create_masked_lm_predictions(
                 counts[1] += 1
             chosen.append(index)
     chosen.sort()
-    return MaskedLmPredictions(
-        output_ids=output_ids,
-        positions=chosen,
-        label_ids=[token_ids[i] for i in chosen],
-        num_mask_token=counts[0],
-        num_random_token=counts[1],
-        num_kept=counts[2],
-    )
+    return output_ids, chosen, counts
 
 
 def continuation_ids_from_vocab(vocab_tokens):
@@ -210,6 +232,8 @@ def make_dynamic_masking_fn(
         ...                              mask_id=103, special_ids=(0, 101, 102))
         >>> ds = apply_dynamic_masking(unmasked_ds, fn, seed=1)
     """
+    import tensorflow as tf  # Static masking (data preparation) needs no TensorFlow.
+
     num_predictions = int(max_predictions_per_seq)
     special = tf.constant(sorted(set(int(i) for i in special_ids)), tf.int64)
     is_continuation = np.zeros([vocab_size], np.bool_)
@@ -292,7 +316,7 @@ def make_dynamic_masking_fn(
     return mask
 
 
-def apply_dynamic_masking(dataset, masking_fn, seed, num_parallel_calls=tf.data.AUTOTUNE):
+def apply_dynamic_masking(dataset, masking_fn, seed, num_parallel_calls=None):
     """Maps `masking_fn` over an unbatched dataset with fresh masks every epoch.
 
     Each element gets its own stateless seed from `tf.data.Dataset.random`, which
@@ -304,8 +328,12 @@ def apply_dynamic_masking(dataset, masking_fn, seed, num_parallel_calls=tf.data.
         dataset: unbatched dataset of unmasked feature dicts.
         masking_fn: from `make_dynamic_masking_fn`.
         seed: int seed of the per-element seed stream.
-        num_parallel_calls: passed to `Dataset.map`. Defaults to AUTOTUNE.
+        num_parallel_calls: passed to `Dataset.map`. Defaults to None (AUTOTUNE).
     """
+    import tensorflow as tf
+
+    if num_parallel_calls is None:
+        num_parallel_calls = tf.data.AUTOTUNE
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(
         2, drop_remainder=True
     )

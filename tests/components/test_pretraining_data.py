@@ -165,6 +165,31 @@ def test_records_parse_with_the_original_spec(static_run):
     assert stats["next_sentence"]["random_next"] == sum(r[F.NEXT_SENTENCE_LABELS][0] for r in records)
 
 
+def test_no_temporary_files_are_left(static_run):
+    spec, _ = static_run
+    assert sorted(os.listdir(spec.output_dir)) == sorted(
+        [pd.STATS_FILE] + [f"pretraining-0000{i}-of-00003.tfrecord" for i in range(3)]
+    )
+
+
+def test_tfrecord_framing_is_tensorflows():
+    records = [b"", b"x", bytes(range(256)) * 40]
+    framed = b"".join(pd.tfrecord_frame(r) for r in records)
+    # TensorFlow's reader checks both CRCs of every record.
+    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"framing-{os.getpid()}.tfrecord")
+    try:
+        with open(path, "wb") as f:
+            f.write(framed)
+        assert [r.numpy() for r in tf.data.TFRecordDataset(path)] == records
+        with tf.io.TFRecordWriter(path) as writer:
+            for r in records:
+                writer.write(r)
+        with open(path, "rb") as f:
+            assert f.read() == framed
+    finally:
+        os.remove(path)
+
+
 def test_statistics_json_counts_everything(static_run):
     spec, stats = static_run
     with open(spec.stats_path) as f:
@@ -206,6 +231,20 @@ def test_same_files_with_one_or_two_worker_processes(static_run, tmp_path_factor
     assert names == sorted(os.path.basename(f) for f in glob.glob(multi.records_pattern))
     match, mismatch, errors = filecmp.cmpfiles(spec.output_dir, multi.output_dir, names, shallow=False)
     assert mismatch == [] and errors == [] and len(match) == 3
+
+
+@pytest.mark.slow
+def test_same_files_on_the_dask_runner(static_run, tmp_path_factory):
+    """A dask.distributed LocalCluster of 2 worker processes writes the same bytes."""
+    pytest.importorskip("dask.distributed")
+    spec, stats = static_run
+    on_dask = small_spec(tmp_path_factory, "dask")
+    dask_stats = pd.run(on_dask, ["--runner=apache_beam.runners.dask.dask_runner.DaskRunner"])
+    names = sorted(os.path.basename(f) for f in glob.glob(spec.records_pattern))
+    match, mismatch, errors = filecmp.cmpfiles(spec.output_dir, on_dask.output_dir, names, shallow=False)
+    assert mismatch == [] and errors == [] and len(match) == 3
+    assert dask_stats["counters"] == stats["counters"]
+    assert sorted(os.listdir(on_dask.output_dir)) == sorted(os.listdir(spec.output_dir))
 
 
 def test_dynamic_masking_records_feed_the_tf_data_masker(tmp_path_factory):

@@ -194,3 +194,64 @@ def test_stable_hash_is_process_independent():
     # A fixed value: blake2b of the repr, never Python's salted hash().
     assert I.stable_hash("x", 1) == I.stable_hash("x", 1)
     assert I.stable_hash("bucket", 12345, 0, "doc") == 0xA6D86529659FD072
+
+
+def _protobuf_example(features):
+    """What `serialize_example` must equal: the protobuf message, deterministically serialized."""
+    example = tf.train.Example()
+    for name, values in features.items():
+        if values and isinstance(values[0], float):
+            example.features.feature[name].float_list.value.extend(values)
+        else:
+            example.features.feature[name].int64_list.value.extend(values)
+    return example.SerializeToString(deterministic=True)
+
+
+def test_serialize_example_matches_the_protobuf_message_byte_for_byte():
+    rng = random.Random(11)
+    cases = [
+        {"a": [0], "b": [1.0, 0.0], "c": []},
+        {"z": [-1, -(2**63), 2**63 - 1, 2**40, 127, 128, 16383, 16384, 32767, 32768]},
+        {"input_ids": [101, 2023, 102] + [0] * 5, "masked_lm_weights": [1.0, 0.5, -2.25, 1e-3]},
+        {F.NEXT_SENTENCE_LABELS: [1], "ümlaut": [3], "Upper": [4], "lower": [5]},
+        # Keys that are prefixes of others: the longer one comes first in the map.
+        {"a": [1], "ab": [2], "abc": [3], "a\x00": [4], "b": [5], "": [6], "f1": [7], "f10": [8]},
+        {},
+    ]
+    for _ in range(200):
+        cases.append({
+            f"f{j}": (
+                [rng.uniform(-1e6, 1e6) for _ in range(rng.randint(1, 40))]
+                if rng.random() < 0.3
+                else [rng.randint(-(2**40), 2**40) if rng.random() < 0.2 else rng.randint(0, 70000)
+                      for _ in range(rng.randint(0, 300))]
+            )
+            for j in rng.sample(range(20), rng.randint(1, 8))
+        })
+    for features in cases:
+        assert I.serialize_example(features) == _protobuf_example(features)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        I.InstanceOptions(max_seq_length=48, max_predictions_per_seq=7, random_seed=42),
+        I.InstanceOptions(max_seq_length=32, max_predictions_per_seq=5, whole_word_mask=True, random_seed=1),
+        I.InstanceOptions(max_seq_length=40, dynamic_masking=True, random_seed=2),
+    ],
+    ids=["static", "whole_word", "dynamic"],
+)
+def test_bucket_records_are_the_serialized_bucket_instances(options):
+    rng = random.Random(8)
+    documents = [(f"d{i}", make_document(rng, rng.randint(1, 30), start=5 + i)) for i in range(15)]
+    # A segment that holds a special id takes the general candidate rule.
+    documents[3][1][0][1] = SEP
+    documents.append(("alone-special", [[PAD, 9, 10], [CLS, 12]]))
+    expected_stats = collections.Counter()
+    expected = []
+    for key, features, stats in I.create_bucket_instances(documents, 3, options, VOCAB):
+        expected.append((key, _protobuf_example(features)))
+        expected_stats.update(stats)
+    stats = collections.Counter()
+    assert list(I.bucket_records(documents, 3, options, VOCAB, stats)) == expected
+    assert +stats == +expected_stats
