@@ -53,9 +53,8 @@ import zlib
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
-from components import runners
+from components import common, runners
 
 STAGE = "example_gen"
 FORMATS = ("auto", "sentences", "lines", "jsonl", "documents")
@@ -418,33 +417,6 @@ def match_files(input_pattern):
 # --- Beam ------------------------------------------------------------------------
 
 
-class SumCounts(beam.CombineFn):
-    """Sums dicts of counts (per-file or per-bundle statistics) into one dict."""
-
-    def create_accumulator(self):
-        return collections.Counter()
-
-    def add_input(self, accumulator, element):
-        accumulator.update(element)
-        return accumulator
-
-    def merge_accumulators(self, accumulators):
-        total = collections.Counter()
-        for accumulator in accumulators:
-            total.update(accumulator)
-        return total
-
-    def extract_output(self, accumulator):
-        return dict(sorted(accumulator.items()))
-
-
-def increment_counters(namespace, stats):
-    """Adds `stats` to the Beam counters of `namespace`."""
-    for name, value in stats.items():
-        if value:
-            Metrics.counter(namespace, name).inc(value)
-
-
 class ReadCorpusFileFn(beam.DoFn):
     """Reads one corpus file into documents; its statistics go to the `stats` output."""
 
@@ -455,7 +427,7 @@ class ReadCorpusFileFn(beam.DoFn):
         path, source = path_and_source
         stats = collections.Counter()
         yield from read_corpus_file(path, source, self._options, stats)
-        increment_counters(STAGE, stats)
+        common.increment_counters(STAGE, stats)
         yield beam.pvalue.TaggedOutput(STATS_TAG, dict(stats))
 
 
@@ -491,30 +463,9 @@ class ReadCorpus(beam.PTransform):
         )
 
 
-def write_json(value, path):
-    """Writes `value` as JSON to `path` through Beam's filesystems; returns `path`."""
-    with FileSystems.create(path, mime_type="application/json") as handle:
-        handle.write(json.dumps(value, indent=2, sort_keys=True).encode("utf-8"))
-    return path
-
-
-def read_json(path):
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        return json.loads(handle.read().decode("utf-8"))
-
-
 def bad_records(stats):
     """The bad-record counts of a statistics dict (zeros included)."""
     return {name: int(stats.get(name, 0)) for name in BAD_RECORD_COUNTERS}
-
-
-def log_bad_records(stage, stats):
-    """One log line (and printed line) summing up the bad records of a run."""
-    bad = bad_records(stats)
-    details = " ".join(f"{name}={count}" for name, count in bad.items() if count)
-    line = f"[{stage}] bad records: {sum(bad.values())}" + (f" ({details})" if details else "")
-    logger.info(line)
-    print(line, flush=True)
 
 
 def document_order(document):
@@ -528,18 +479,14 @@ def document_order(document):
     return source, int(line), document["doc_id"]
 
 
-def print_stage(stage, text):
-    print(f"[{stage}] {text}", flush=True)
-
-
 def build(pipeline, spec):
     """Adds the ExampleGen steps to `pipeline`; returns the documents PCollection."""
     read = ReadCorpus(spec.input_pattern, spec.read)
-    print_stage(STAGE, f"ReadCorpus: {read.num_files} file(s) from {spec.input_pattern} ({spec.read.input_format})")
+    common.log_stage(STAGE, f"ReadCorpus: {read.num_files} file(s) from {spec.input_pattern} ({spec.read.input_format})")
     outputs = pipeline | "ReadCorpus" >> read
     documents = outputs.documents
     num_shards = spec.num_shards or runners.shards_for_bytes(read.total_bytes)
-    print_stage(STAGE, f"WriteDocuments: {spec.output_dir}/documents-*-of-{num_shards:05d}.jsonl.gz")
+    common.log_stage(STAGE, f"WriteDocuments: {spec.output_dir}/documents-*-of-{num_shards:05d}.jsonl.gz")
     written = (
         documents
         | "ToJson" >> beam.Map(lambda d: (document_order(d), json.dumps(d, ensure_ascii=False, sort_keys=True)))
@@ -551,9 +498,9 @@ def build(pipeline, spec):
     # Every file gives one statistics dict, so the sum never lacks an input.
     stats_written = (
         outputs[STATS_TAG]
-        | "SumStats" >> beam.CombineGlobally(SumCounts()).without_defaults()
+        | "SumStats" >> beam.CombineGlobally(common.SumCounts()).without_defaults()
         | "FinishStats" >> beam.Map(lambda s: {"counters": s, "bad_records": bad_records(s)})
-        | "WriteStats" >> beam.Map(write_json, spec.stats_path)
+        | "WriteStats" >> beam.Map(common.write_json, spec.stats_path)
     )
     runners.done(pipeline, [written, stats_written])
     return documents
@@ -569,7 +516,7 @@ def run(spec, pipeline_args=None):
     """
     with runners.pipeline(pipeline_args) as pipeline:
         build(pipeline, spec)
-    stats = read_json(spec.stats_path)
+    stats = common.read_json(spec.stats_path)
     counters = stats["counters"]
     num_files = len(match_files(spec.input_pattern))
     if counters.get("files", 0) != num_files:  # A runner lost or repeated work.
@@ -577,12 +524,12 @@ def run(spec, pipeline_args=None):
             f"{spec.input_pattern}: {num_files} file(s) matched but the runner read "
             f"{counters.get('files', 0)}; the output in {spec.output_dir} is not to be trusted"
         )
-    print_stage(
+    common.log_stage(
         STAGE,
         f"done: {counters.get('files', 0)} file(s), {counters.get('documents', 0)} documents, "
         f"{counters.get('sentences', 0)} sentences -> {spec.documents_pattern}",
     )
-    log_bad_records(STAGE, counters)
+    common.log_bad_records(STAGE, bad_records(counters))
     return stats
 
 

@@ -94,7 +94,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from components import example_gen
+from components import common, example_gen
 from components import vocab as vocab_lib
 from keras_bert import instances as instances_lib
 
@@ -308,7 +308,7 @@ class TokenizeDocumentFn(beam.DoFn):
         if not sentences:
             stats["untokenizable_documents"] += 1
             stats["tokenized_documents"] = 0
-        example_gen.increment_counters(STAGE, stats)
+        common.increment_counters(STAGE, stats)
         yield STATS_TAG, dict(stats)
         if sentences:
             if self._writer is None:
@@ -382,7 +382,7 @@ class CreateInstancesFn(beam.DoFn):
                 spans.append((start, writer.offset - start))
         finally:
             writer.close()
-        example_gen.increment_counters(STAGE, total)
+        common.increment_counters(STAGE, total)
         yield STATS_TAG, dict(total, largest_bucket=len(documents))
         yield MAIN_TAG, (writer.path, total["instances"], tuple(spans))
 
@@ -401,7 +401,7 @@ def plan_shards(keyed_refs, num_shards, records_per_shard):
         yield shard, (num, parts)
 
 
-class SumStats(example_gen.SumCounts):
+class SumStats(common.SumCounts):
     """Sums statistics dicts, except `largest_bucket`, which takes the maximum."""
 
     def add_input(self, accumulator, element):
@@ -479,7 +479,7 @@ class WriteShardFn(beam.DoFn):
                     chunk = []
             target.write(b"".join(chunk))
         stats = {"shards_written": 1, "records_written": count}
-        example_gen.increment_counters(STAGE, stats)
+        common.increment_counters(STAGE, stats)
         yield STATS_TAG, stats
         yield MAIN_TAG, path
 
@@ -588,17 +588,17 @@ def build(pipeline, spec, run_id=None):
 
     spill_dir = temp_dir(spec, run_id or uuid.uuid4().hex)
     read = example_gen.ReadCorpus(spec.input_pattern, spec.read)
-    example_gen.print_stage(STAGE, f"ReadCorpus: {read.num_files} file(s) from {spec.input_pattern}")
+    common.log_stage(STAGE, f"ReadCorpus: {read.num_files} file(s) from {spec.input_pattern}")
     corpus = pipeline | "ReadCorpus" >> read
 
-    example_gen.print_stage(
+    common.log_stage(
         STAGE, f"Tokenize: {spec.vocab_path} ({vocab_info.vocab_size} tokens, lower_case={spec.do_lower_case})"
     )
     tokenized = corpus["documents"] | "Tokenize" >> TaggedParDo(
         TokenizeDocumentFn(spec.vocab_path, spec.do_lower_case, spill_dir)
     )
 
-    example_gen.print_stage(
+    common.log_stage(
         STAGE, f"PlanBuckets: dupe_factor={spec.dupe_factor}, ~{spec.docs_per_bucket} documents per bucket"
     )
     buckets = (
@@ -615,7 +615,7 @@ def build(pipeline, spec, run_id=None):
     mode = "dynamic masking (unmasked records)" if spec.dynamic_masking else (
         f"masked_lm_prob={spec.masked_lm_prob}, whole_word_mask={spec.whole_word_mask}"
     )
-    example_gen.print_stage(
+    common.log_stage(
         STAGE, f"CreateInstances: max_seq_length={spec.max_seq_length}, "
         f"max_predictions_per_seq={spec.max_predictions_per_seq}, {mode}, seed={spec.random_seed}"
     )
@@ -623,7 +623,7 @@ def build(pipeline, spec, run_id=None):
         CreateInstancesFn(options, vocab_info, spec.num_shards, spill_dir)
     )
 
-    example_gen.print_stage(
+    common.log_stage(
         STAGE, f"WriteShards: {spec.records_pattern} "
         f"({spec.num_shards or f'~{spec.records_per_shard} records each'})"
     )
@@ -654,7 +654,7 @@ def build(pipeline, spec, run_id=None):
         # Without defaults: a global default is injected through a side input.
         | "SumStats" >> beam.CombineGlobally(SumStats()).without_defaults()
         | "Summarize" >> beam.Map(summarize, spec, vocab_info)
-        | "WriteStats" >> beam.Map(example_gen.write_json, spec.stats_path)
+        | "WriteStats" >> beam.Map(common.write_json, spec.stats_path)
     )
     return written[MAIN_TAG]
 
@@ -674,12 +674,12 @@ def run(spec, pipeline_args=None):
             build(pipeline, spec, run_id)
     finally:
         remove_temp_dir(None, temp_dir(spec, run_id))
-    stats = example_gen.read_json(spec.stats_path)
+    stats = common.read_json(spec.stats_path)
     c = stats["counters"]
-    example_gen.print_stage(
+    common.log_stage(
         STAGE, f"read {c.get('files', 0)} file(s): {c.get('documents', 0)} documents, {c.get('sentences', 0)} sentences"
     )
-    example_gen.print_stage(
+    common.log_stage(
         STAGE, f"tokenized {stats['documents']} documents, {c.get('document_tokens', 0)} tokens"
     )
     masked = stats.get("masked_lm")
@@ -687,15 +687,15 @@ def run(spec, pipeline_args=None):
         f", masked {masked['masked_fraction']:.4f} of tokens" if masked and masked["masked_fraction"] else ""
     )
     nsp = stats["next_sentence"]["random_next_fraction"]
-    example_gen.print_stage(
+    common.log_stage(
         STAGE,
         f"created {stats['instances']} instances in {stats['buckets']['groups']} bucket groups"
         f"{masked_text}, random next {nsp if nsp is None else round(nsp, 4)}",
     )
-    example_gen.print_stage(
+    common.log_stage(
         STAGE, f"wrote {stats['shards']['records']} records to {stats['shards']['files']} shard(s): {spec.records_pattern}"
     )
-    example_gen.log_bad_records(STAGE, stats["bad_records"])
+    common.log_bad_records(STAGE, stats["bad_records"])
     return stats
 
 

@@ -32,7 +32,6 @@ Example:
 import argparse
 import collections
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -42,13 +41,12 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from components import runners, task_records
-# The parsers live in `components.task_files` (no Beam); these names stay importable
-# from here for callers of the stage module.
-from components.task_files import (  # noqa: F401
-    BAD_RECORD_KINDS, FORMATS, LABELS_FILE, TAG_SCHEMES, BadRecord, ReadOptions, SquadRecord,
-    TaskDataError, add_read_arguments, example_labels, infer_labels, parse_file, read_examples,
-    read_labels, read_options_from_args, write_labels)
+from components import common, runners, task_records
+# The parsers live in `components.task_files` (no Beam).
+from components.task_files import (
+    BAD_RECORD_KINDS, LABELS_FILE, BadRecord, ReadOptions, SquadRecord, TaskDataError,
+    add_read_arguments, example_labels, infer_labels, parse_file, read_options_from_args,
+    write_labels)
 from keras_bert import features as F
 from keras_bert import tasks
 
@@ -358,15 +356,9 @@ def build(pipeline, spec):
                  | "JoinSummary" >> beam.CoGroupByKey()
                  | "Summarize" >> beam.MapTuple(
                      lambda _, g: summarize(g["counters"][0], list(g["bad"]), g["labels"][0], spec))
-                 | "WriteStats" >> beam.Map(_write_json, spec.stats_path))
+                 | "WriteStats" >> beam.Map(common.write_json, spec.stats_path))
     runners.done(pipeline, sinks)
     return written
-
-
-def _write_json(value, path):
-    with FileSystems.create(path, mime_type="application/json") as handle:
-        handle.write(json.dumps(value, indent=2, sort_keys=True).encode("utf-8"))
-    return path
 
 
 def run(spec, pipeline_args=None):
@@ -379,14 +371,11 @@ def run(spec, pipeline_args=None):
     """
     with runners.pipeline(pipeline_args) as pipeline:
         build(pipeline, spec)
-    with FileSystems.open(spec.stats_path) as handle:
-        stats = json.loads(handle.read().decode("utf-8"))
+    stats = common.read_json(spec.stats_path)
     for split, s in stats["splits"].items():
-        print(f"[{STAGE}] {split}: {s['examples_read']} examples read, {s['examples_converted']} "
-              f"converted, {s['records']} records -> {s['path']}", flush=True)
-    line = f"[{STAGE}] bad records: {stats['bad_records_total']} " + " ".join(
-        f"{k}={v}" for k, v in stats["bad_records"].items() if v)
-    print(line, flush=True)
+        common.log_stage(STAGE, f"{split}: {s['examples_read']} examples read, "
+                                f"{s['examples_converted']} converted, {s['records']} records -> {s['path']}")
+    common.log_bad_records(STAGE, stats["bad_records"])
     for location in stats["bad_record_locations"][:20]:
         logger.warning("%s", location)
     return stats

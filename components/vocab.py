@@ -25,7 +25,7 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from components import example_gen, runners
+from components import common, example_gen, runners
 from keras_bert import features as F
 from keras_bert.tokenizer import basic_tokenize
 from keras_bert.vocab_learner import learn_wordpiece_vocab
@@ -170,16 +170,16 @@ def write_vocab_tokens(tokens, path):
 def build(pipeline, spec):
     """Adds the word-count and learning steps; returns a PCollection of the vocab path."""
     read = example_gen.ReadCorpus(spec.input_pattern, spec.read)
-    example_gen.print_stage(STAGE, f"ReadCorpus: {read.num_files} file(s) from {spec.input_pattern}")
+    common.log_stage(STAGE, f"ReadCorpus: {read.num_files} file(s) from {spec.input_pattern}")
     documents = (pipeline | "ReadCorpus" >> read).documents
-    example_gen.print_stage(STAGE, f"CountWords: lower_case={spec.do_lower_case}, min_count={spec.min_word_count}")
+    common.log_stage(STAGE, f"CountWords: lower_case={spec.do_lower_case}, min_count={spec.min_word_count}")
     counts = (
         documents
         | "SplitWords" >> beam.FlatMap(document_word_counts, spec.do_lower_case)
         | "CountWords" >> beam.CombinePerKey(sum)
         | "DropRareWords" >> beam.Filter(lambda wc, n: wc[1] >= n, spec.min_word_count)
     )
-    example_gen.print_stage(STAGE, f"LearnWordPiece: vocab_size={spec.vocab_size} -> {spec.vocab_path}")
+    common.log_stage(STAGE, f"LearnWordPiece: vocab_size={spec.vocab_size} -> {spec.vocab_path}")
     # No word, no element: `run` then reports the empty corpus.
     return (
         runners.gather(counts, "GatherCounts")
@@ -200,7 +200,7 @@ def run(spec, pipeline_args=None):
         tokens = read_vocab_tokens(spec.vocab_file)
         validate_vocab(tokens, spec.vocab_file)
         write_vocab_tokens(tokens, spec.vocab_path)
-        example_gen.print_stage(STAGE, f"copied {len(tokens)} tokens from {spec.vocab_file} -> {spec.vocab_path}")
+        common.log_stage(STAGE, f"copied {len(tokens)} tokens from {spec.vocab_file} -> {spec.vocab_path}")
         return spec.vocab_path
     if FileSystems.exists(spec.vocab_path):  # So that a stale file can't pass for a result.
         FileSystems.delete([spec.vocab_path])
@@ -210,7 +210,7 @@ def run(spec, pipeline_args=None):
         raise VocabError(f"{spec.input_pattern}: no words to learn a vocabulary from")
     tokens = read_vocab_tokens(spec.vocab_path)
     validate_vocab(tokens, spec.vocab_path)
-    example_gen.print_stage(STAGE, f"done: learnt {len(tokens)} tokens -> {spec.vocab_path}")
+    common.log_stage(STAGE, f"done: learnt {len(tokens)} tokens -> {spec.vocab_path}")
     return spec.vocab_path
 
 

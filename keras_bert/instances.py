@@ -24,9 +24,9 @@ import random
 import struct
 
 from keras_bert import features as F
-from keras_bert.features import (  # noqa: F401  (serialize_example: this module's callers)
+from keras_bert.features import (
     _feature_entry, _float_feature, _int64_feature, _length_delimited, _map_key_order,
-    _packed_varints, serialize_example)
+    _packed_varints)
 from keras_bert import masking
 
 

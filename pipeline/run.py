@@ -18,7 +18,6 @@ import os
 import shutil
 import sys
 import time
-import traceback
 
 from pipeline import stages
 from pipeline.config import PipelineConfigError, parse_flags

@@ -56,7 +56,7 @@ def _task_data(config, beam_args, upstream, out):
         do_lower_case=do_lower_case, max_seq_length=config.max_seq_length,
         labels=tuple(eg["labels"]) if eg.get("labels") else None)
     stats = task_data.run(spec, list(beam_args or []))
-    labels_path = os.path.join(out, task_data.LABELS_FILE)
+    labels_path = os.path.join(out, task_files.LABELS_FILE)
     labels = task_files.read_labels(labels_path) if os.path.exists(labels_path) else None
     metrics = {f"{split}_records": s["records"] for split, s in stats["splits"].items()}
     metrics["bad_records"] = stats["bad_records_total"]

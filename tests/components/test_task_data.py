@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from components import task_data as td
+from components import task_files
 from keras_bert import features as F
 from keras_bert import tasks
 from keras_bert.tokenizer import BertTokenizer
@@ -165,7 +166,7 @@ def test_job_classification_counts_bad_records_and_writes_records(tmp_path, voca
                            read=td.ReadOptions(text_column="sentence"))
     stats = td.run(spec)
     assert stats["labels"] == ["neg", "pos"]
-    assert td.read_labels(spec.labels_path) == ["neg", "pos"]
+    assert task_files.read_labels(spec.labels_path) == ["neg", "pos"]
     train, dev = stats["splits"]["train"], stats["splits"]["dev"]
     assert (train["examples_read"], train["records"], dev["records"]) == (3, 3, 1)
     assert train["label_counts"] == {"neg": 1, "pos": 2}

@@ -155,7 +155,7 @@ def test_bucket_instances_are_deterministic_and_parse_with_the_original_spec():
 
     spec = F.pretraining_feature_spec(48, 7)
     for _, features, stats in first:
-        parsed = tf.io.parse_single_example(I.serialize_example(features), spec)
+        parsed = tf.io.parse_single_example(F.serialize_example(features), spec)
         for name, feature in spec.items():
             assert parsed[name].dtype == feature.dtype and parsed[name].shape == feature.shape
             assert parsed[name].numpy().tolist() == pytest.approx(features[name])
@@ -176,7 +176,7 @@ def test_dynamic_instances_use_the_unmasked_spec():
     spec = F.unmasked_feature_spec(32)
     for _, features, stats in out:
         assert set(features) == set(spec) and "masked" not in stats
-        parsed = tf.io.parse_single_example(I.serialize_example(features), spec)
+        parsed = tf.io.parse_single_example(F.serialize_example(features), spec)
         assert parsed[F.INPUT_IDS].numpy().tolist() == features[F.INPUT_IDS]
         assert MASK not in features[F.INPUT_IDS]
 
@@ -229,7 +229,7 @@ def test_serialize_example_matches_the_protobuf_message_byte_for_byte():
             for j in rng.sample(range(20), rng.randint(1, 8))
         })
     for features in cases:
-        assert I.serialize_example(features) == _protobuf_example(features)
+        assert F.serialize_example(features) == _protobuf_example(features)
 
 
 @pytest.mark.parametrize(
