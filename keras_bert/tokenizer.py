@@ -110,38 +110,51 @@ def is_cjk_char(char):
     return any(lo <= cp <= hi for lo, hi in CJK_RANGES)
 
 
-def _code_point_ranges(predicate):
-    """Inclusive (first, last) code-point ranges of the characters `predicate` accepts."""
-    ranges = []
-    start = None
+@functools.lru_cache(maxsize=None)
+def _code_point_table():
+    """(categories, isspace) of every code point, surrogates marked "Cs" / False."""
+    categories = np.empty(0x110000, dtype="<U2")
+    space = np.zeros(0x110000, dtype=bool)
     for cp in range(0x110000):
-        inside = not (0xD800 <= cp <= 0xDFFF) and predicate(chr(cp))
-        if inside and start is None:
-            start = cp
-        elif not inside and start is not None:
-            ranges.append((start, cp - 1))
-            start = None
-    if start is not None:
-        ranges.append((start, 0x10FFFF))
-    return tuple(ranges)
+        if 0xD800 <= cp <= 0xDFFF:
+            categories[cp] = "Cs"
+            continue
+        char = chr(cp)
+        categories[cp] = unicodedata.category(char)
+        space[cp] = char.isspace()
+    return categories, space
 
 
 @functools.lru_cache(maxsize=None)
 def char_class_ranges():
     """The tokenizer's character classes as code-point ranges, computed once.
 
+    One pass over the code points (the classes are those of `is_removed_char`,
+    `str.isspace`, `is_punctuation_char` and category Mn, surrogates excluded).
+
     Returns:
         A dict with keys "removed", "whitespace", "cjk", "punctuation" and
         "nonspacing_mark", each a tuple of inclusive (first, last) ranges.
         "whitespace" is what `str.split()` splits on (`str.isspace`).
     """
+    categories, space = _code_point_table()
+    code_points = np.arange(0x110000)
+    surrogate = (code_points >= 0xD800) & (code_points <= 0xDFFF)
+    removed = ((code_points == 0) | (code_points == 0xFFFD)
+               | (categories == "Cc") | (categories == "Cf"))
+    removed[[ord("\t"), ord("\n"), ord("\r")]] = False
+    removed &= ~surrogate
+    ascii_punctuation = (((code_points >= 33) & (code_points <= 47)) | ((code_points >= 58) & (code_points <= 64))
+                         | ((code_points >= 91) & (code_points <= 96))
+                         | ((code_points >= 123) & (code_points <= 126)))
+    punctuation = (ascii_punctuation | (np.char.startswith(categories, "P"))) & ~surrogate
     return {
-        "removed": _code_point_ranges(is_removed_char),
-        "whitespace": _code_point_ranges(str.isspace),
-        "kept_whitespace": _code_point_ranges(lambda c: c.isspace() and not is_removed_char(c)),
+        "removed": _ranges_of(removed),
+        "whitespace": _ranges_of(space),
+        "kept_whitespace": _ranges_of(space & ~removed),
         "cjk": CJK_RANGES,
-        "punctuation": _code_point_ranges(is_punctuation_char),
-        "nonspacing_mark": _code_point_ranges(lambda c: unicodedata.category(c) == "Mn"),
+        "punctuation": _ranges_of(punctuation),
+        "nonspacing_mark": _ranges_of((categories == "Mn") & ~surrogate),
     }
 
 
@@ -765,7 +778,8 @@ class _BatchPath:
 
     def __init__(self, tokens, do_lower_case):
         self._tokenizer = InGraphBertTokenizer._from_tokens(tokens, do_lower_case)
-        self._ids_fn = tf.function(self._flat_ids, input_signature=[tf.TensorSpec([None], tf.string)])
+        self._ids_fn = tf.function(self._flat_ids, input_signature=[tf.TensorSpec([None], tf.string)],
+                                   autograph=False)
         # Uncased text with any of these characters is left to Python (see
         # `BertTokenizer.token_ids_batch`).
         self._python_only = None
