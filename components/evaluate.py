@@ -479,9 +479,9 @@ def read_blessing(path):
     return blessing
 
 
-def parse_args(argv=None):
-    """Flags → `EvaluateSpec`."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser():
+    """The `python -m components.evaluate` flag parser."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--export_dir", required=True, help="SavedModel version folder.")
     parser.add_argument("--task", required=True, choices=tuple(BLESSING))
     parser.add_argument("--test", required=True, help="Raw test file.")
@@ -495,7 +495,12 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=EvaluateSpec.batch_size)
     parser.add_argument("--margin", type=float, default=EvaluateSpec.margin)
     task_files.add_read_arguments(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None):
+    """Flags → `EvaluateSpec`."""
+    args = build_parser().parse_args(argv)
     labels = tuple(args.labels.split(",")) if args.labels else None
     if args.labels_file:
         labels = tuple(task_files.read_labels(args.labels_file))

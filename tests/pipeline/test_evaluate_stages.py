@@ -23,11 +23,11 @@ def test_every_task_family_is_accepted_with_its_files():
 
 
 def test_plan_runs_export_then_evaluate_then_push():
-    plan = {s.name: s for s in stages.plan(PipelineConfig(init="ckpt", task="ner", train="a",
-                                                          dev="b"))}
+    plan = {s.name: s for s in stages.plan(PipelineConfig(init_checkpoint="ckpt", task="ner",
+                                                          train="a", dev="b"))}
     names = list(plan)
     assert names[-3:] == ["Export", "Evaluate", "Push"]
-    assert "Pretrain" not in names  # --init skips pre-training
+    assert "Pretrain" not in names  # --init_checkpoint skips pre-training
     assert "Export" in plan["Evaluate"].deps and "Finetune" not in plan["Evaluate"].deps
     assert "TaskData" in plan["Evaluate"].deps  # the baseline's label counts
     assert set(plan["Push"].deps) == {"Export", "Evaluate"}
