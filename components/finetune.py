@@ -680,7 +680,6 @@ def _run(spec, folder):
     task.set_labels(records.labels, folder)
 
     strategy = distribute.get_strategy(spec.strategy)
-    # float16 gets loss scaling: compile wraps the optimizer of a mixed_float16 model.
     dtype = precision.dtype_policy(spec.mixed_precision)
     head_kwargs = task.head_kwargs()
     if spec.dropout is not None and task.heads != "span_qa":
@@ -728,6 +727,7 @@ def _run(spec, folder):
         optimizer = optimization.create_optimizer(
             spec.optimizer, spec.learning_rate, num_train_steps=max(1, num_train_steps),
             num_warmup_steps=warmup, weight_decay_rate=spec.weight_decay_rate)
+        optimizer = precision.loss_scaled(optimizer, spec.mixed_precision)
         model.compile(optimizer=optimizer, steps_per_execution=spec.steps_per_execution,
                       jit_compile=spec.jit_compile, **task.compile_args())
 
@@ -788,7 +788,6 @@ def _run(spec, folder):
         "init_checkpoint": spec.init_checkpoint,
         "task_data": spec.task_data_dir,
         "load_report": pretrained.report.summary(),
-        "dtype_policy": model.dtype_policy.name,
         "optimizer": type(model.optimizer).__name__,  # LossScaleOptimizer under float16
         "checkpoint": best_dir,
         "seconds": time.time() - started,

@@ -260,6 +260,7 @@ def run(spec):
         optimizer = optimization.create_optimizer(
             spec.optimizer, spec.learning_rate, spec.num_train_steps, spec.num_warmup_steps,
             weight_decay_rate=spec.weight_decay_rate, gradient_accumulation_steps=accumulation)
+        optimizer = precision.loss_scaled(optimizer, spec.mixed_precision)
         model.compile(optimizer=optimizer, jit_compile=spec.jit_compile)
         checkpoint = training.PeriodicCheckpoint(
             spec.checkpoint_dir, spec.checkpoint_every, max_to_keep=spec.keep_checkpoints,

@@ -111,6 +111,10 @@ def test_mixed_precision_values_are_validated_once():
     for value in ("fp8", "float32", True):
         with pytest.raises(ValueError, match="--mixed_precision"):
             precision.dtype_policy(value)
+    import keras
+    adam = keras.optimizers.Adam()
+    assert isinstance(precision.loss_scaled(adam, "float16"), keras.optimizers.LossScaleOptimizer)
+    assert precision.loss_scaled(adam, "bfloat16") is adam
     with pytest.raises(ValueError, match="--mixed_precision"):
         pretrain.PretrainSpec(train_pattern="t", output_dir="o", mixed_precision="fp8")
     with pytest.raises(finetune.FinetuneError, match="--mixed_precision"):

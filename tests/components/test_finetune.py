@@ -528,6 +528,6 @@ def test_float16_with_loss_scaling_under_a_mirrored_strategy(tmp_path, tiny_init
     assert result["best_epoch"] == 1 and np.isfinite(result["history"][0]["loss"])
     # float16 trains with dynamic loss scaling, not as bfloat16 or unscaled.
     assert result["optimizer"] == "LossScaleOptimizer"
-    assert result["dtype_policy"] == "mixed_float16"
+    assert result["spec"]["mixed_precision"] == "float16"
     best = checkpoints.load_pretrained(result["checkpoint"])
     assert best.heads == "token_classifier" and best.model.dtype_policy.name == "float32"
