@@ -1,6 +1,7 @@
 """Pretrain stage: learning on real text, original records, kill -9 resume, two workers, NaN guard, JAX."""
 
 import collections
+import dataclasses
 import json
 import math
 import os
@@ -217,6 +218,16 @@ def test_lamb_bfloat16_accumulation_mlm_only(original, tmp_path):
     assert math.isfinite(metrics["eval"]["mlm_loss"])
     assert tf.train.latest_checkpoint(spec.checkpoint_dir).endswith("ckpt-6")
     assert checkpoints.load_pretrained(spec.export_dir).heads == "mlm"
+
+
+def test_float16_trains_with_loss_scaling_and_resumes(original, tmp_path):
+    spec = _spec(original, tmp_path, mixed_precision="float16", num_train_steps=4,
+                 checkpoint_every=2, log_every=2, eval_pattern=None)
+    metrics = pretrain.run(spec)
+    assert metrics["steps"] == 4 and math.isfinite(metrics["train"]["mlm_loss"])
+    # Resuming restores the loss-scaled optimizer's checkpoint and continues.
+    more = pretrain.run(dataclasses.replace(spec, num_train_steps=6))
+    assert (more["start_step"], more["steps"]) == (4, 6)
 
 
 def test_checkpoint_restores_optimizer_state(original, tmp_path):
