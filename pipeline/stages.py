@@ -126,7 +126,8 @@ def _pretraining_data(config, beam_args, upstream, out):
     if docs.get("heldout_documents"):
         held = pd.PretrainingDataSpec(input_pattern=docs["heldout_documents"],
                                       output_dir=os.path.join(out, "eval"), dupe_factor=1,
-                                      num_shards=1, **dict(common, random_seed=config.random_seed + 1))
+                                      num_shards=1,
+                                      **dict(common, random_seed=config.random_seed + 1))
         held_stats = pd.run(held, _beam_args(beam_args))
         outputs["eval"] = held.records_pattern
         metrics["eval_instances"] = held_stats["instances"]
