@@ -211,7 +211,7 @@ def _evaluate(config, beam_args, upstream, out):
         export_dir=export["export_dir"], task=config.task,
         test=upstream["ExampleGen"]["outputs"]["test"], output_dir=out,
         labels=tuple(export["labels"]) if export.get("labels") else None,
-        train_label_counts=counts, margin=config.bless_margin)
+        train_label_counts=counts, bless_margin=config.bless_margin)
     result = evaluate.run(spec)
     return ({"evaluation": os.path.join(out, evaluate.EVALUATION_FILE),
              "blessing": os.path.join(out, evaluate.BLESSING_FILE),

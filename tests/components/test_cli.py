@@ -22,7 +22,8 @@ PARSERS = {
                  ["--task", "ner", "--init_checkpoint", "c", "--output", "o"],
                  ["--init", "--seed", "--weight_decay", "--config"]),
     "evaluate": (evaluate.build_parser,
-                 ["--export_dir", "e", "--task", "ner", "--test", "t", "--output", "o"], []),
+                 ["--export_dir", "e", "--task", "ner", "--test", "t", "--output", "o"],
+                 ["--margin"]),
     "pipeline": (pipeline_config.build_parser, [], ["--init", "--seed", "--weight_decay"]),
 }
 

@@ -147,7 +147,7 @@ def test_push_refuses_an_unblessed_model(exported, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "components.evaluate", "--export_dir", exported["export_dir"],
          "--task", "classification", "--test", exported["test"], "--labels", ",".join(LABELS),
-         "--train_stats", str(stats), "--margin", "2.0", "--output", str(tmp_path / "eval")],
+         "--train_stats", str(stats), "--bless_margin", "2.0", "--output", str(tmp_path / "eval")],
         capture_output=True, text=True, timeout=300,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -64,7 +64,8 @@ def _records(tmp_path, evaluation):
 def test_report_shows_confusion_matrix_and_entity_f1(tmp_path):
     config = PipelineConfig(pipeline_root=str(tmp_path))
     blessing = {"blessed": True, "metric": "accuracy", "value": 0.75, "baseline": "majority class",
-                "baseline_value": 0.5, "higher_is_better": True, "margin": 0.0}
+                "baseline_value": 0.5, "higher_is_better": True,
+                "bless_margin": 0.0}
     evaluation = {"task": "classification", "labels": ["neg", "pos"], "blessing": blessing,
                   "metrics": {"accuracy": 0.75, "macro_f1": 0.7333,
                               "per_class": {"neg": {"precision": 1.0, "recall": 0.5, "f1": 0.6667,
