@@ -8,7 +8,7 @@ torch.bfloat16)`). Both run in this one
 process, alternating, with the same thread count. Prints a table and ratios
 (peer time / our time: > 1 means we are faster).
 
-    python -m benchmarks.encoder_latency [--config base] [--repeats 5] [--json OUT]
+    python -m benchmarks.encoder_latency [--model base] [--repeats 5] [--json OUT]
 """
 
 import argparse
@@ -92,12 +92,12 @@ def run(config_name="base", seq_len=128, batches=(1, 32), repeats=5,
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="base")
+    parser.add_argument("--model", default="base", help="BertConfig preset.")
     parser.add_argument("--seq_len", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    results = run(args.config, args.seq_len, repeats=args.repeats)
+    results = run(args.model, args.seq_len, repeats=args.repeats)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

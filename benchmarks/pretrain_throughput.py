@@ -20,7 +20,7 @@ comparison.
 
 Prints sequences/s and ratios (ours / peer: > 1 means we train faster).
 
-    python -m benchmarks.pretrain_throughput [--config L4_H256] [--batch 16] [--seq 128]
+    python -m benchmarks.pretrain_throughput [--model L4_H256] [--batch 16] [--seq 128]
         [--steps 10] [--repeats 3] [--json OUT]
 """
 
@@ -181,7 +181,7 @@ def run(config_name="L4_H256", batch=16, seq_len=128, max_predictions=20, steps=
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="L4_H256")
+    parser.add_argument("--model", default="L4_H256", help="BertConfig preset.")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--max_predictions", type=int, default=20)
@@ -190,7 +190,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    results = run(args.config, args.batch, args.seq, args.max_predictions, args.steps,
+    results = run(args.model, args.batch, args.seq, args.max_predictions, args.steps,
                   args.warmup, args.repeats)
     if args.json:
         with open(args.json, "w") as f:

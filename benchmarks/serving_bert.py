@@ -9,7 +9,7 @@ Three comparisons, one run, same texts:
    PyTorch CPU.
 Ratios are peer time / our time (above 1: we are faster).
 
-    python -m benchmarks.serving_bert [--requests 40] [--config base]
+    python -m benchmarks.serving_bert [--requests 40] [--model base]
 """
 
 import argparse
@@ -140,10 +140,10 @@ def run(config_name="base", requests=40, clients=8, vocab=None):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="base")
+    parser.add_argument("--model", default="base", help="BertConfig preset.")
     parser.add_argument("--requests", type=int, default=40)
     args = parser.parse_args(argv)
-    run(args.config, args.requests)
+    run(args.model, args.requests)
 
 
 if __name__ == "__main__":

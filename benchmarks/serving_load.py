@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
+from components.cli import add_bool_flag  # noqa: E402
 from serving.launcher import ServerProcess  # noqa: E402
 
 WORDS = "the quick brown fox jumps over a lazy dog while serving tensors at speed".split()
@@ -212,7 +213,7 @@ def main(argv=None):
     p.add_argument("--requests", type=int, default=200, help="Calls per client.")
     p.add_argument("--texts_per_request", type=int, default=1, help="Rows per call.")
     p.add_argument("--batching", choices=["off", "on", "both"], default="both")
-    p.add_argument("--reload", action="store_true", help="Drop in version 2 half-way.")
+    add_bool_flag(p, "reload", False, "Drop in version 2 half-way.")
     p.add_argument("--dense_layers", type=int, default=4, help="Toy model compute (layers).")
     p.add_argument("--width", type=int, default=512, help="Toy model compute (layer width).")
     p.add_argument("--bert", default="", help="Serve a raw-text BERT classifier of this preset "

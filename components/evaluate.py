@@ -29,7 +29,7 @@ classification and pair; predicting the training mean for regression (MSE, lower
 better); "no entities" for NER; the first sentence of the context for SQuAD 1.1 (a
 reader that does no better than that has not learnt to read the question); "no
 answer" for SQuAD 2.0. A model is blessed when it beats the baseline by more than
-`margin` (in the metric's own units: a share for accuracy, percent for SQuAD).
+`bless_margin` (in the metric's own units: a share for accuracy, percent for SQuAD).
 
 Outputs (under `output_dir`): `evaluation.json` (every number, per-class tables and the
 confusion matrix), `test_predictions.jsonl` (one line per test example with the
@@ -93,7 +93,7 @@ class EvaluateSpec:
         read: `components.task_files.ReadOptions` for the test file.
             Defaults to ReadOptions().
         batch_size: examples per signature call. Defaults to 32.
-        margin: how much the model must beat the baseline by. Defaults to 0.0.
+        bless_margin: how much the model must beat the baseline by. Defaults to 0.0.
     """
 
     export_dir: str
@@ -104,7 +104,7 @@ class EvaluateSpec:
     train_label_counts: dict = None
     read: task_files.ReadOptions = task_files.ReadOptions()
     batch_size: int = 32
-    margin: float = 0.0
+    bless_margin: float = 0.0
 
     def __post_init__(self):
         if self.task not in BLESSING:
@@ -431,10 +431,12 @@ def run(spec):
         metrics, baseline, records = _score_text(spec, model, examples)
     name, higher, baseline_name = BLESSING[spec.task]
     value, reference = metrics[name], baseline[name]
-    blessed = bool(value > reference + spec.margin if higher else value < reference - spec.margin)
+    blessed = bool(value > reference + spec.bless_margin if higher
+                  else value < reference - spec.bless_margin)
     blessing = {"blessed": blessed, "model": os.path.abspath(spec.export_dir), "task": spec.task,
                 "metric": name, "higher_is_better": higher, "value": value,
-                "baseline": baseline_name, "baseline_value": reference, "margin": spec.margin}
+                "baseline": baseline_name, "baseline_value": reference,
+                "bless_margin": spec.bless_margin}
     result = {"task": spec.task, "test": spec.test, "examples": len(examples),
               "metrics": metrics, "baseline": dict(baseline, name=baseline_name),
               "blessing": blessing, "labels": list(spec.labels) if spec.labels else None,
@@ -446,7 +448,7 @@ def run(spec):
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     print(f"[Evaluate] {spec.task}: {name} {value:.4f} vs {baseline_name} {reference:.4f} "
-          f"(margin {spec.margin}) on {len(examples)} test examples from the SavedModel "
+          f"(bless_margin {spec.bless_margin}) on {len(examples)} test examples from the SavedModel "
           f"{spec.export_dir}: {'BLESSED' if blessed else 'NOT BLESSED'}", flush=True)
     return result
 
@@ -479,9 +481,9 @@ def read_blessing(path):
     return blessing
 
 
-def parse_args(argv=None):
-    """Flags → `EvaluateSpec`."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser():
+    """The `python -m components.evaluate` flag parser."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--export_dir", required=True, help="SavedModel version folder.")
     parser.add_argument("--task", required=True, choices=tuple(BLESSING))
     parser.add_argument("--test", required=True, help="Raw test file.")
@@ -493,9 +495,14 @@ def parse_args(argv=None):
                         help="TaskData's statistics JSON: the train split's label counts for the "
                              "majority / mean baseline.")
     parser.add_argument("--batch_size", type=int, default=EvaluateSpec.batch_size)
-    parser.add_argument("--margin", type=float, default=EvaluateSpec.margin)
+    parser.add_argument("--bless_margin", type=float, default=EvaluateSpec.bless_margin)
     task_files.add_read_arguments(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None):
+    """Flags → `EvaluateSpec`."""
+    args = build_parser().parse_args(argv)
     labels = tuple(args.labels.split(",")) if args.labels else None
     if args.labels_file:
         labels = tuple(task_files.read_labels(args.labels_file))
@@ -506,7 +513,7 @@ def parse_args(argv=None):
     return EvaluateSpec(export_dir=args.export_dir, task=args.task, test=args.test,
                         output_dir=args.output, labels=labels, train_label_counts=counts,
                         read=task_files.read_options_from_args(args), batch_size=args.batch_size,
-                        margin=args.margin)
+                        bless_margin=args.bless_margin)
 
 
 def main(argv=None):

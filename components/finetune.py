@@ -12,7 +12,7 @@ converted by the TaskData job itself, on the DirectRunner, into a temporary fold
 under `--output`. Bad records are counted by TaskData and reported with their
 location in `metrics.json`.
 
-Training: the encoder is loaded from `--init` with `checkpoints.load_pretrained`
+Training: the encoder is loaded from `--init_checkpoint` with `checkpoints.load_pretrained`
 (a Hugging Face, original TF1 or our own folder; a task head it lacks starts fresh),
 then `model.fit` with the usual recipe: bias-corrected AdamW (`--optimizer adamw`, as
 `torch.optim.AdamW` and Hugging Face; `adam_weight_decay` is the original's
@@ -49,9 +49,11 @@ Outputs (under `--output`), from the best epoch:
 Example:
     python -m components.finetune --task pair --train MRPC/train.tsv --dev MRPC/dev.tsv \\
         --text_column "#1 String" --text_b_column "#2 String" --label_column Quality \\
-        --init uncased_L-12_H-768_A-12 --output out/mrpc --epochs 3 --learning_rate 2e-5
+        --init_checkpoint uncased_L-12_H-768_A-12 --output out/mrpc --epochs 3 \\
+        --learning_rate 2e-5
     python -m components.finetune --task pair --task_data_dir out/mrpc_task_data \\
-        --init uncased_L-12_H-768_A-12 --output out/mrpc --epochs 3 --learning_rate 2e-5
+        --init_checkpoint uncased_L-12_H-768_A-12 --output out/mrpc --epochs 3 \\
+        --learning_rate 2e-5
 """
 
 import argparse
@@ -68,8 +70,10 @@ import warnings
 import numpy as np
 
 from components import task_files, task_records
+from components.cli import add_bool_flag
 from keras_bert import features as F
 from keras_bert import metrics as metrics_lib
+from keras_bert import precision
 from keras_bert import tasks
 
 STAGE = "finetune"
@@ -96,7 +100,7 @@ class FinetuneSpec:
 
     Attributes:
         task: one of `keras_bert.tasks.TASKS`.
-        init: pre-trained checkpoint folder (HF, original TF1 or ours).
+        init_checkpoint: pre-trained checkpoint folder (HF, original TF1 or ours).
         output_dir: where `best/`, predictions and `metrics.json` go.
         train: raw train file. Defaults to None.
         dev: raw dev file (model selection, predictions, metrics). Defaults to None.
@@ -114,13 +118,14 @@ class FinetuneSpec:
         epochs: training epochs. Defaults to 3.
         learning_rate: peak learning rate. Defaults to 5e-5.
         warmup_proportion: share of the steps with linear warm-up. Defaults to 0.1.
-        weight_decay: AdamW decay rate. Defaults to 0.01.
+        weight_decay_rate: AdamW decay rate. Defaults to 0.01.
         optimizer: a `keras_bert.optimization.OPTIMIZERS` name. Defaults to "adamw"
             (bias-corrected, as Hugging Face).
         dropout: dropout before the classifier; None keeps the encoder's. Defaults to None.
-        mixed_precision: compute in bfloat16 ("mixed_bfloat16" policy). Defaults to False.
+        mixed_precision: a `keras_bert.precision.MIXED_PRECISION` value: "none",
+            "bfloat16" or "float16" (with loss scaling). Defaults to "none".
         strategy: `keras_bert.distribute` strategy name. Defaults to "default".
-        seed: seed of initialization, dropout and shuffling. Defaults to 42.
+        random_seed: seed of initialization, dropout and shuffling. Defaults to 12345.
         early_stopping_patience: epochs without dev improvement before stopping;
             0 never stops early. Defaults to 0.
         metric: dev metric for model selection (a key of the task's metrics).
@@ -138,7 +143,7 @@ class FinetuneSpec:
     """
 
     task: str
-    init: str
+    init_checkpoint: str
     output_dir: str
     train: str = None
     dev: str = None
@@ -152,12 +157,12 @@ class FinetuneSpec:
     epochs: int = 3
     learning_rate: float = 5e-5
     warmup_proportion: float = 0.1
-    weight_decay: float = 0.01
+    weight_decay_rate: float = 0.01
     optimizer: str = "adamw"
     dropout: float = None
-    mixed_precision: bool = False
+    mixed_precision: str = "none"
     strategy: str = "default"
-    seed: int = 42
+    random_seed: int = 12345
     early_stopping_patience: int = 0
     metric: str = None
     n_best_size: int = 20
@@ -171,7 +176,8 @@ class FinetuneSpec:
 
     def __post_init__(self):
         if self.task not in tasks.TASKS:
-            raise FinetuneError(f"task must be one of {tasks.TASKS}; got {self.task!r}")
+            raise FinetuneError(f"task must be one of {', '.join(tasks.TASKS)}; "
+                                f"got {self.task!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise FinetuneError("epochs and batch_size must be >= 1")
         if not 0.0 <= self.warmup_proportion < 1.0:
@@ -186,6 +192,10 @@ class FinetuneSpec:
             raise FinetuneError(f"shuffle_buffer must be >= 1; got {self.shuffle_buffer}")
         if self.early_stopping_patience < 0:
             raise FinetuneError("early_stopping_patience must be >= 0")
+        try:
+            precision.dtype_policy(self.mixed_precision)
+        except ValueError as e:
+            raise FinetuneError(str(e)) from None
         from keras_bert.optimization import OPTIMIZERS
         if self.optimizer not in OPTIMIZERS:
             raise FinetuneError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
@@ -225,7 +235,10 @@ class _TextTask:
         self.regression = spec.task == "regression"
         self.labels = None
 
-    heads = "classifier"
+    @property
+    def heads(self):
+        """The task's model head, from the task registry."""
+        return tasks.TASKS[self.spec.task].head
 
     def head_kwargs(self):
         return {"num_classes": 1 if self.regression else len(self.labels)}
@@ -303,7 +316,10 @@ class _TaggingTask:
         self.spec = spec
         self.labels = None
 
-    heads = "token_classifier"
+    @property
+    def heads(self):
+        """The task's model head, from the task registry."""
+        return tasks.TASKS[self.spec.task].head
 
     def head_kwargs(self):
         return {"num_classes": len(self.labels)}
@@ -367,7 +383,10 @@ class _SquadTask:
         self.version_2 = spec.task == "squad2"
         self.labels = None
 
-    heads = "span_qa"
+    @property
+    def heads(self):
+        """The task's model head, from the task registry."""
+        return tasks.TASKS[self.spec.task].head
 
     def head_kwargs(self):
         return {}
@@ -559,7 +578,7 @@ def convert_task_files(spec, output_dir, pipeline_args=None):
     """Runs TaskData on `spec`'s raw train/dev/test files into `output_dir`.
 
     The same Beam job as the pipeline's TaskData stage (on the DirectRunner unless
-    `pipeline_args` say otherwise), with the vocabulary and casing of `spec.init`.
+    `pipeline_args` say otherwise), with the vocabulary and casing of `spec.init_checkpoint`.
 
     Returns:
         TaskData's statistics dict.
@@ -567,10 +586,10 @@ def convert_task_files(spec, output_dir, pipeline_args=None):
     from components import task_data
     from keras_bert import checkpoints
 
-    vocab = os.path.join(spec.init, "vocab.txt")
+    vocab = os.path.join(spec.init_checkpoint, "vocab.txt")
     if not os.path.exists(vocab):
-        raise FinetuneError(f"{spec.init}: no vocab.txt beside the checkpoint")
-    config, _, _ = checkpoints.read_config(spec.init)
+        raise FinetuneError(f"{spec.init_checkpoint}: no vocab.txt beside the checkpoint")
+    config, _, _ = checkpoints.read_config(spec.init_checkpoint)
     print(f"[{STAGE}] converting the task files with TaskData -> {output_dir}", flush=True)
     return task_data.run(task_data.TaskDataSpec(
         task=spec.task, train=spec.train, dev=spec.dev, test=spec.test, vocab_path=vocab,
@@ -611,7 +630,7 @@ def _check_tokenizer(spec, records, pretrained):
     if vocab and os.path.exists(vocab) and pretrained.vocab_path:
         if _read_bytes(vocab) != _read_bytes(pretrained.vocab_path):
             raise FinetuneError(f"{records.folder}: the records were tokenised with {vocab}, "
-                                f"which is not the vocabulary of {spec.init}")
+                                f"which is not the vocabulary of {spec.init_checkpoint}")
     elif vocab:
         logger.warning("%s: can't compare the records' vocabulary %s with the model's",
                        records.folder, vocab)
@@ -636,7 +655,7 @@ def run(spec):
 
     Example:
         >>> result = run(FinetuneSpec(task="classification", task_data_dir="out/task_data",
-        ...                           init="bert/", output_dir="out/finetune"))
+        ...                           init_checkpoint="bert/", output_dir="out/finetune"))
         >>> result["dev"]["accuracy"], result["baseline"]["accuracy"]
     """
     if spec.task_data_dir:
@@ -654,26 +673,27 @@ def _run(spec, folder):
 
     started = time.time()
     os.makedirs(spec.output_dir, exist_ok=True)
-    keras.utils.set_random_seed(spec.seed)
+    keras.utils.set_random_seed(spec.random_seed)
     records = task_records.TaskRecords.open(folder)
     _check_records(spec, records)
     task = make_task(spec)
     task.set_labels(records.labels, folder)
 
     strategy = distribute.get_strategy(spec.strategy)
-    dtype = "mixed_bfloat16" if spec.mixed_precision else None
+    dtype = precision.dtype_policy(spec.mixed_precision)
     head_kwargs = task.head_kwargs()
     if spec.dropout is not None and task.heads != "span_qa":
         head_kwargs["dropout"] = spec.dropout
     with strategy.scope():
-        pretrained = checkpoints.load_pretrained(spec.init, heads=task.heads, dtype=dtype,
+        pretrained = checkpoints.load_pretrained(spec.init_checkpoint, heads=task.heads,
+                                                 dtype=dtype,
                                                  **head_kwargs)
     model, config = pretrained.model, pretrained.config
     if spec.max_seq_length > config.max_position_embeddings:
         raise FinetuneError(f"max_seq_length {spec.max_seq_length} exceeds the model's "
                             f"max_position_embeddings {config.max_position_embeddings}")
     if pretrained.vocab_path is None:
-        raise FinetuneError(f"{spec.init}: no vocab.txt beside the checkpoint")
+        raise FinetuneError(f"{spec.init_checkpoint}: no vocab.txt beside the checkpoint")
     _check_tokenizer(spec, records, pretrained)
     print(f"[{STAGE}] loaded {pretrained.report.summary()}", flush=True)
 
@@ -706,7 +726,8 @@ def _run(spec, folder):
     with strategy.scope():
         optimizer = optimization.create_optimizer(
             spec.optimizer, spec.learning_rate, num_train_steps=max(1, num_train_steps),
-            num_warmup_steps=warmup, weight_decay_rate=spec.weight_decay)
+            num_warmup_steps=warmup, weight_decay_rate=spec.weight_decay_rate)
+        optimizer = precision.loss_scaled(optimizer, spec.mixed_precision)
         model.compile(optimizer=optimizer, steps_per_execution=spec.steps_per_execution,
                       jit_compile=spec.jit_compile, **task.compile_args())
 
@@ -726,7 +747,7 @@ def _run(spec, folder):
 
     callback = make_dev_callback(task, dev, spec, on_best)
     train_ds = data.task_dataset(records.records_path("train"), spec.task, records.max_seq_length,
-                                 spec.batch_size, is_training=True, seed=spec.seed,
+                                 spec.batch_size, is_training=True, seed=spec.random_seed,
                                  shuffle_buffer=spec.shuffle_buffer, num_records=train_size)
     with warnings.catch_warnings():
         # Token and span heads don't use the pooler; Keras warns that it gets no gradient.
@@ -764,9 +785,10 @@ def _run(spec, folder):
         "bad_records": bad_counts,
         "bad_record_locations": bad[:1000],
         "labels": task.labels,
-        "init": spec.init,
+        "init_checkpoint": spec.init_checkpoint,
         "task_data": spec.task_data_dir,
         "load_report": pretrained.report.summary(),
+        "optimizer": type(model.optimizer).__name__,  # LossScaleOptimizer under float16
         "checkpoint": best_dir,
         "seconds": time.time() - started,
         "spec": {**dataclasses.asdict(spec), "read": dataclasses.asdict(spec.read)},
@@ -784,12 +806,12 @@ def _run(spec, folder):
     return result
 
 
-def parse_args(argv=None):
-    """Flags → `FinetuneSpec`."""
+def build_parser():
+    """The `python -m components.finetune` flag parser (flags named as `FinetuneSpec`'s fields)."""
     from keras_bert import optimization
 
     d = FinetuneSpec
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--task", required=True, choices=tasks.TASKS)
     parser.add_argument("--train", default=None, help="Raw train file (converted by TaskData).")
     parser.add_argument("--dev", default=None, help="Raw dev file (selection, predictions).")
@@ -797,7 +819,8 @@ def parse_args(argv=None):
                         help="Raw test file, scored with the best dev epoch's weights.")
     parser.add_argument("--task_data_dir", default=None,
                         help="TaskData's output folder, instead of --train/--dev/--test.")
-    parser.add_argument("--init", required=True, help="Pre-trained checkpoint folder.")
+    parser.add_argument("--init_checkpoint", required=True,
+                        help="Pre-trained checkpoint folder.")
     parser.add_argument("--output", required=True, help="Output directory.")
     parser.add_argument("--max_seq_length", type=int, default=d.max_seq_length)
     parser.add_argument("--max_query_length", type=int, default=d.max_query_length)
@@ -807,35 +830,42 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--learning_rate", type=float, default=d.learning_rate)
     parser.add_argument("--warmup_proportion", type=float, default=d.warmup_proportion)
-    parser.add_argument("--weight_decay", type=float, default=d.weight_decay)
+    parser.add_argument("--weight_decay_rate", type=float, default=d.weight_decay_rate)
     parser.add_argument("--optimizer", default=d.optimizer,
                         choices=optimization.OPTIMIZERS,
                         help="adamw: bias-corrected (default, as Hugging Face); "
                              "adam_weight_decay: the original BERT optimizer.")
     parser.add_argument("--dropout", type=float, default=None)
-    parser.add_argument("--mixed_precision", action="store_true", default=False)
+    precision.add_flag(parser, d.mixed_precision)
     parser.add_argument("--strategy", default=d.strategy)
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--random_seed", type=int, default=d.random_seed)
     parser.add_argument("--early_stopping_patience", type=int, default=d.early_stopping_patience)
     parser.add_argument("--metric", default=None, help="Dev metric for model selection.")
     parser.add_argument("--n_best_size", type=int, default=d.n_best_size)
     parser.add_argument("--max_answer_length", type=int, default=d.max_answer_length)
     parser.add_argument("--labels", default=None, help="Comma-separated label set.")
     parser.add_argument("--steps_per_execution", type=int, default=d.steps_per_execution)
-    parser.add_argument("--jit_compile", action="store_true", default=False)
+    add_bool_flag(parser, "jit_compile", d.jit_compile, "Compile the train step with XLA.")
     parser.add_argument("--shuffle_buffer", type=int, default=d.shuffle_buffer)
     parser.add_argument("--verbose", type=int, default=d.verbose)
     task_files.add_read_arguments(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None):
+    """Flags → `FinetuneSpec`."""
+    args = build_parser().parse_args(argv)
     return FinetuneSpec(
         task=args.task, train=args.train, dev=args.dev, test=args.test,
-        task_data_dir=args.task_data_dir, init=args.init, output_dir=args.output,
+        task_data_dir=args.task_data_dir, init_checkpoint=args.init_checkpoint,
+        output_dir=args.output,
         max_seq_length=args.max_seq_length, max_query_length=args.max_query_length,
         doc_stride=args.doc_stride, batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size, epochs=args.epochs,
         learning_rate=args.learning_rate, warmup_proportion=args.warmup_proportion,
-        weight_decay=args.weight_decay, optimizer=args.optimizer, dropout=args.dropout,
-        mixed_precision=args.mixed_precision, strategy=args.strategy, seed=args.seed,
+        weight_decay_rate=args.weight_decay_rate, optimizer=args.optimizer, dropout=args.dropout,
+        mixed_precision=args.mixed_precision, strategy=args.strategy,
+        random_seed=args.random_seed,
         early_stopping_patience=args.early_stopping_patience, metric=args.metric,
         n_best_size=args.n_best_size, max_answer_length=args.max_answer_length,
         labels=tuple(args.labels.split(",")) if args.labels else None,

@@ -16,7 +16,7 @@ writes:
     OUTPUT/checkpoints/            ckpt-<step> (model + optimizer)
     OUTPUT/logs/                   TensorBoard: loss, learning rate, sequences/s
 
-A resumed run reads the input with a different shuffle seed (derived from `--seed`
+A resumed run reads the input with a different shuffle seed (derived from `--random_seed`
 and the resume step) instead of replaying the interrupted order, as the original's
 estimator did on restart.
 
@@ -25,7 +25,7 @@ kept and named in the message).
 
 Example:
     python -m components.pretrain --train 'data/pretraining-*.tfrecord' \\
-        --eval 'heldout/*.tfrecord' --config tiny --vocab vocab.txt --output out/pretrain \\
+        --eval 'heldout/*.tfrecord' --model tiny --vocab vocab.txt --output out/pretrain \\
         --batch_size 64 --num_train_steps 10000 --num_warmup_steps 1000 \\
         --learning_rate 1e-3 --mixed_precision bfloat16
 """
@@ -43,10 +43,12 @@ import time
 import keras
 import numpy as np
 
+from components.cli import add_bool_flag
 from keras_bert import checkpoints
 from keras_bert import data as data_lib
 from keras_bert import distribute
 from keras_bert import optimization
+from keras_bert import precision
 from keras_bert import training
 from keras_bert.config import PRESETS, resolve_config
 
@@ -57,8 +59,6 @@ EXPORT_DIR = "export"
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
 EXIT_DIVERGED = 3
-PRECISIONS = {"none": None, "float32": None, "bfloat16": "mixed_bfloat16",
-              "float16": "mixed_float16"}
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +71,11 @@ class PretrainSpec:
         train_pattern: training TFRecords glob (comma-separated allowed).
         output_dir: where checkpoints, export, logs and metrics go.
         eval_pattern: held-out TFRecords glob; None for no evaluation. Defaults to None.
-        config: preset name ("tiny", "base", "L4_H256", ...) or a config JSON file;
+        model: preset name ("tiny", "base", "L4_H256", ...) or a config JSON file;
             with a preset and `vocab_path`, `vocab_size` is taken from the vocabulary.
-            Ignored with `init_dir`. Defaults to "base".
-        init_dir: checkpoint folder (ours, HF or original) to start from. Defaults to None.
+            Ignored with `init_checkpoint`. Defaults to "base".
+        init_checkpoint: checkpoint folder (ours, HF or original) to start from.
+            Defaults to None.
         vocab_path: vocab.txt, copied into the export; needed by `dynamic_masking`.
             Defaults to None.
         batch_size: global batch size per batch (per update: times
@@ -87,8 +88,8 @@ class PretrainSpec:
         optimizer: "adam_weight_decay" (the original, no bias correction), "adamw"
             (bias-corrected) or "lamb". Defaults to "adam_weight_decay".
         weight_decay_rate: weight decay. Defaults to 0.01.
-        mixed_precision: "none", "bfloat16" or "float16" (with loss scaling).
-            Defaults to "none".
+        mixed_precision: a `keras_bert.precision.MIXED_PRECISION` value: "none",
+            "bfloat16" or "float16" (with loss scaling). Defaults to "none".
         jit_compile: compile the train step with XLA. Defaults to False.
         strategy: "default", "mirrored", "multi_worker" (TF_CONFIG) or "tpu".
             Defaults to "default".
@@ -107,14 +108,14 @@ class PretrainSpec:
             least 1). Defaults to None.
         log_every: throughput / learning-rate logging interval in steps. Defaults to 100.
         shuffle_buffer: records in the shuffle buffer. Defaults to 1000.
-        seed: seed of initialization, shuffling and dynamic masks. Defaults to 12345.
+        random_seed: seed of initialization, shuffling and dynamic masks. Defaults to 12345.
     """
 
     train_pattern: str
     output_dir: str
     eval_pattern: str = None
-    config: str = "base"
-    init_dir: str = None
+    model: str = "base"
+    init_checkpoint: str = None
     vocab_path: str = None
     batch_size: int = 32
     max_seq_length: int = 128
@@ -139,7 +140,7 @@ class PretrainSpec:
     eval_steps: int = None
     log_every: int = 100
     shuffle_buffer: int = 1000
-    seed: int = 12345
+    random_seed: int = 12345
 
     def __post_init__(self):
         positive = ("batch_size", "max_seq_length", "max_predictions_per_seq", "num_train_steps",
@@ -155,9 +156,7 @@ class PretrainSpec:
         if self.optimizer not in optimization.OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {optimization.OPTIMIZERS}, "
                              f"got {self.optimizer!r}")
-        if self.mixed_precision not in PRECISIONS:
-            raise ValueError(f"mixed_precision must be one of {tuple(PRECISIONS)}, "
-                             f"got {self.mixed_precision!r}")
+        precision.dtype_policy(self.mixed_precision)  # raises on an unknown value
         if self.strategy not in distribute.STRATEGIES:
             raise ValueError(f"strategy must be one of {distribute.STRATEGIES}, "
                              f"got {self.strategy!r}")
@@ -195,11 +194,11 @@ def _vocab_size(vocab_path):
 def resolve_model_config(spec):
     """The `BertConfig` of the run (preset/file, vocab size from the vocabulary)."""
     overrides = {}
-    if spec.vocab_path and spec.config.lower() in PRESETS:
+    if spec.vocab_path and spec.model.lower() in PRESETS:
         overrides["vocab_size"] = _vocab_size(spec.vocab_path)
-    config = resolve_config(spec.config, **overrides)
+    config = resolve_config(spec.model, **overrides)
     if spec.vocab_path and config.vocab_size != _vocab_size(spec.vocab_path):
-        raise ValueError(f"{spec.config}: vocab_size {config.vocab_size} does not match "
+        raise ValueError(f"{spec.model}: vocab_size {config.vocab_size} does not match "
                          f"{spec.vocab_path} ({_vocab_size(spec.vocab_path)} tokens)")
     if config.max_position_embeddings < spec.max_seq_length:
         raise ValueError(f"max_seq_length {spec.max_seq_length} exceeds the config's "
@@ -216,11 +215,11 @@ def data_seed(seed, start_step):
 
 
 def build_model(spec):
-    """(model, config, vocab path): built from `init_dir` or the config. Call in scope."""
+    """(model, config, vocab path): built from `init_checkpoint` or the config. Call in scope."""
     heads = "pretraining" if spec.use_nsp else "mlm"
-    dtype = PRECISIONS[spec.mixed_precision]
-    if spec.init_dir:
-        loaded = checkpoints.load_pretrained(spec.init_dir, heads=heads, dtype=dtype)
+    dtype = precision.dtype_policy(spec.mixed_precision)
+    if spec.init_checkpoint:
+        loaded = checkpoints.load_pretrained(spec.init_checkpoint, heads=heads, dtype=dtype)
         _print(f"initialized from {loaded.report.summary()}")
         return loaded.model, loaded.config, spec.vocab_path or loaded.vocab_path
     config = resolve_model_config(spec)
@@ -252,7 +251,7 @@ def run(spec):
         training.TrainingDivergedError: the loss became NaN/inf (last good
             checkpoint kept).
     """
-    keras.utils.set_random_seed(spec.seed)
+    keras.utils.set_random_seed(spec.random_seed)
     strategy = distribute.get_strategy(spec.strategy, tpu=spec.tpu)
     chief = distribute.is_chief(strategy)
     accumulation = spec.gradient_accumulation_steps
@@ -261,6 +260,7 @@ def run(spec):
         optimizer = optimization.create_optimizer(
             spec.optimizer, spec.learning_rate, spec.num_train_steps, spec.num_warmup_steps,
             weight_decay_rate=spec.weight_decay_rate, gradient_accumulation_steps=accumulation)
+        optimizer = precision.loss_scaled(optimizer, spec.mixed_precision)
         model.compile(optimizer=optimizer, jit_compile=spec.jit_compile)
         checkpoint = training.PeriodicCheckpoint(
             spec.checkpoint_dir, spec.checkpoint_every, max_to_keep=spec.keep_checkpoints,
@@ -288,7 +288,7 @@ def run(spec):
     train_metrics = {}
     train_seconds = 0.0
     if start_step < spec.num_train_steps:
-        train_ds = _dataset(spec, spec.train_pattern, True, data_seed(spec.seed, start_step),
+        train_ds = _dataset(spec, spec.train_pattern, True, data_seed(spec.random_seed, start_step),
                             masking_fn)
         epoch_steps = spec.epoch_steps
         initial_epoch = start_step // epoch_steps
@@ -314,7 +314,7 @@ def run(spec):
     if spec.eval_pattern:
         eval_steps = spec.eval_steps or max(1, data_lib.count_records(spec.eval_pattern)
                                             // spec.batch_size)
-        eval_ds = _dataset(spec, spec.eval_pattern, False, spec.seed, masking_fn)
+        eval_ds = _dataset(spec, spec.eval_pattern, False, spec.random_seed, masking_fn)
         model.evaluate(eval_ds, steps=eval_steps, verbose=0)
         eval_metrics = training.global_metrics(model)
         eval_metrics["steps"] = eval_steps
@@ -367,15 +367,15 @@ def run(spec):
     return metrics
 
 
-def parse_args(argv=None):
-    """Command-line flags -> `PretrainSpec`."""
+def build_parser():
+    """The `python -m components.pretrain` flag parser (flags named as `PretrainSpec`'s fields)."""
     d = PretrainSpec
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--train", required=True, help="Training TFRecords glob.")
     p.add_argument("--eval", default=None, help="Held-out TFRecords glob.")
     p.add_argument("--output", required=True, help="Output folder.")
-    p.add_argument("--config", default=d.config, help="Preset name or config JSON file.")
-    p.add_argument("--init", default=None, help="Checkpoint folder to start from.")
+    p.add_argument("--model", default=d.model, help="Preset name or config JSON file.")
+    p.add_argument("--init_checkpoint", default=None, help="Checkpoint folder to start from.")
     p.add_argument("--vocab", default=None, help="vocab.txt (copied into the export).")
     p.add_argument("--batch_size", type=int, default=d.batch_size)
     p.add_argument("--max_seq_length", type=int, default=d.max_seq_length)
@@ -385,26 +385,31 @@ def parse_args(argv=None):
     p.add_argument("--learning_rate", type=float, default=d.learning_rate)
     p.add_argument("--optimizer", choices=optimization.OPTIMIZERS, default=d.optimizer)
     p.add_argument("--weight_decay_rate", type=float, default=d.weight_decay_rate)
-    p.add_argument("--mixed_precision", choices=sorted(PRECISIONS), default=d.mixed_precision)
-    p.add_argument("--jit_compile", action="store_true", default=False)
+    precision.add_flag(p, d.mixed_precision)
+    add_bool_flag(p, "jit_compile", d.jit_compile, "Compile the train step with XLA.")
     p.add_argument("--strategy", choices=distribute.STRATEGIES, default=d.strategy)
     p.add_argument("--tpu", default=None)
     p.add_argument("--checkpoint_every", type=int, default=d.checkpoint_every)
     p.add_argument("--keep_checkpoints", type=int, default=d.keep_checkpoints)
     p.add_argument("--steps_per_epoch", type=int, default=None)
     p.add_argument("--gradient_accumulation_steps", type=int, default=d.gradient_accumulation_steps)
-    p.add_argument("--no_nsp", action="store_true", default=False)
-    p.add_argument("--dynamic_masking", action="store_true", default=False)
+    add_bool_flag(p, "use_nsp", d.use_nsp, "Train the next-sentence head.")
+    add_bool_flag(p, "dynamic_masking", d.dynamic_masking, "Mask the records anew every epoch.")
     p.add_argument("--masked_lm_prob", type=float, default=d.masked_lm_prob)
-    p.add_argument("--whole_word_mask", action="store_true", default=False)
+    add_bool_flag(p, "whole_word_mask", d.whole_word_mask, "Dynamic masking masks whole words.")
     p.add_argument("--eval_steps", type=int, default=None)
     p.add_argument("--log_every", type=int, default=d.log_every)
     p.add_argument("--shuffle_buffer", type=int, default=d.shuffle_buffer)
-    p.add_argument("--seed", type=int, default=d.seed)
-    a = p.parse_args(argv)
+    p.add_argument("--random_seed", type=int, default=d.random_seed)
+    return p
+
+
+def parse_args(argv=None):
+    """Command-line flags -> `PretrainSpec`."""
+    a = build_parser().parse_args(argv)
     return PretrainSpec(
-        train_pattern=a.train, eval_pattern=a.eval, output_dir=a.output, config=a.config,
-        init_dir=a.init, vocab_path=a.vocab, batch_size=a.batch_size,
+        train_pattern=a.train, eval_pattern=a.eval, output_dir=a.output, model=a.model,
+        init_checkpoint=a.init_checkpoint, vocab_path=a.vocab, batch_size=a.batch_size,
         max_seq_length=a.max_seq_length, max_predictions_per_seq=a.max_predictions_per_seq,
         num_train_steps=a.num_train_steps, num_warmup_steps=a.num_warmup_steps,
         learning_rate=a.learning_rate, optimizer=a.optimizer,
@@ -412,10 +417,10 @@ def parse_args(argv=None):
         jit_compile=a.jit_compile, strategy=a.strategy, tpu=a.tpu,
         checkpoint_every=a.checkpoint_every, keep_checkpoints=a.keep_checkpoints,
         steps_per_epoch=a.steps_per_epoch,
-        gradient_accumulation_steps=a.gradient_accumulation_steps, use_nsp=not a.no_nsp,
+        gradient_accumulation_steps=a.gradient_accumulation_steps, use_nsp=a.use_nsp,
         dynamic_masking=a.dynamic_masking, masked_lm_prob=a.masked_lm_prob,
         whole_word_mask=a.whole_word_mask, eval_steps=a.eval_steps, log_every=a.log_every,
-        shuffle_buffer=a.shuffle_buffer, seed=a.seed)
+        shuffle_buffer=a.shuffle_buffer, random_seed=a.random_seed)
 
 
 def main(argv=None):

@@ -1,5 +1,8 @@
 """Push stage: copy a blessed export into the serving base path as a new version.
 
+The model server's base path (`serving_base`) is the root of all served models:
+a model lives in `<serving_base>/<model_name>/<version>/`.
+
 Push reads two artifacts: the SavedModel that Export wrote and the blessing that
 Evaluate wrote for it (`blessing.json`, see `components.evaluate`). It pushes only when
 the blessing says blessed **and** names this very export, so a model that was not
@@ -27,12 +30,20 @@ class PushSpec:
     Args:
         export_dir: the exported version folder (holding saved_model.pb).
         blessing: Evaluate's `blessing.json` for that export.
-        serving_base: the model server's base path for this model (`.../<model_name>`).
+        serving_base: the model server's base path, the root of all served models.
+        model_name: the served model's name; versions go to
+            `<serving_base>/<model_name>/<version>`.
     """
 
     export_dir: str
     blessing: str
     serving_base: str
+    model_name: str
+
+    @property
+    def model_base_path(self):
+        """`<serving_base>/<model_name>`: the folder of this model's versions."""
+        return os.path.join(self.serving_base, self.model_name)
 
 
 def run(spec):
@@ -53,12 +64,12 @@ def run(spec):
     if not blessing["blessed"]:
         print(f"[Push] model not blessed ({blessing.get('metric')} {blessing.get('value')} vs "
               f"{blessing.get('baseline')} {blessing.get('baseline_value')}); nothing pushed to "
-              f"{spec.serving_base}", flush=True)
+              f"{spec.model_base_path}", flush=True)
         return {"pushed": False, "version": None, "path": None}
-    os.makedirs(spec.serving_base, exist_ok=True)
-    version = next_version(spec.serving_base)
-    target = os.path.join(spec.serving_base, str(version))
-    staging = os.path.join(spec.serving_base, f".push-{version}")
+    os.makedirs(spec.model_base_path, exist_ok=True)
+    version = next_version(spec.model_base_path)
+    target = os.path.join(spec.model_base_path, str(version))
+    staging = os.path.join(spec.model_base_path, f".push-{version}")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(spec.export_dir, staging)
     os.rename(staging, target)

@@ -46,6 +46,7 @@ import os
 
 import tensorflow as tf
 
+from components.cli import add_bool_flag
 from keras_bert import tasks
 
 LABELS_FILE = "labels.txt"
@@ -533,8 +534,8 @@ def add_read_arguments(parser):
     parser.add_argument("--text_column", default="text", help="Header name or 0-based index.")
     parser.add_argument("--text_b_column", default="text_b", help="Header name or 0-based index.")
     parser.add_argument("--label_column", default="label", help="Header name or 0-based index.")
-    parser.add_argument("--header", dest="header", action="store_true", default=None)
-    parser.add_argument("--noheader", dest="header", action="store_false")
+    add_bool_flag(parser, "header", None,
+                  "The TSV/CSV file has a header line (default: detected).")
     parser.add_argument("--tag_scheme", default="BIO", choices=TAG_SCHEMES)
     parser.add_argument("--tag_column", type=int, default=-1)
 

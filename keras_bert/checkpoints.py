@@ -52,6 +52,10 @@ ORIGINAL_CKPT_PREFIX = "bert_model.ckpt"
 VOCAB_FILE = "vocab.txt"
 FORMAT_VERSION = 1
 
+# Model architectures (what sits on the encoder), stored in our checkpoints' config.
+# They are not task names: a task of `keras_bert.tasks.TASKS` names its head there
+# (classification/pair/regression: "classifier", ner: "token_classifier",
+# squad1/squad2: "span_qa").
 HEADS = ("encoder", "pretraining", "mlm", "classifier", "token_classifier", "span_qa",
          "multiple_choice")
 

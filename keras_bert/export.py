@@ -10,13 +10,20 @@ preparation, so a client sends plain strings. Layout, as TF Serving expects:
 
 Signatures (every input is a batch: any batch size, including 1):
 
+What is exported: a fine-tuned model for a task of the registry
+`keras_bert.tasks.TASKS` (classification, pair, regression, ner, squad1, squad2; the
+registry says which head the model carries and what the task serves), or the
+pre-trained model itself as one of `EXPORT_KINDS`: `fill_mask` (the masked-LM head)
+or `embedding` (the encoder).
+
 - `serving_default`: `text` (and `text_b` for pair tasks) string [batch] → task outputs:
-  - classification: `probabilities` [batch, classes], `label` (name) and `label_id` [batch];
+  - classification, pair: `probabilities` [batch, classes], `label` (name) and
+    `label_id` [batch];
   - regression: `score` [batch];
   - fill_mask: `mask_positions` [batch, masks], `top_ids`, `top_tokens`, `top_scores`
     [batch, masks, top_k] for every literal `[MASK]` in the text;
   - embedding: `pooled_output` and `mean_pooled_output` [batch, hidden];
-  - token_classification (NER): entities decoded from the word tags with the conlleval
+  - ner: entities decoded from the word tags with the conlleval
     rules (BIO or IOB1): `entity_type`, `entity_text`, `entity_start`, `entity_end`
     (character offsets into the request text, end exclusive), `entity_score` (mean
     probability of the entity's word tags), padded to [batch, max entities], and
@@ -25,17 +32,17 @@ Signatures (every input is a batch: any batch size, including 1):
     word whose pieces include its punctuation and an entity covers whole words. A
     word's tag is the prediction at its first word piece, as in training; words cut
     off by `max_seq_length` get none;
-  - span_qa: `text` is the question, `text_b` the context. `answer_text`,
+  - squad1, squad2: `text` is the question, `text_b` the context. `answer_text`,
     `answer_start`/`answer_end` (character offsets into the context, widened to whole
     words; -1 when there is no answer), `score` (best start+end logit sum) and
     `null_score` ([CLS] start+end). One window: the question keeps its first
     `max_query_length` pieces and the context what fits after it; the span is at most
-    `max_answer_length` pieces. With `allow_no_answer` (SQuAD 2.0 models) the answer
+    `max_answer_length` pieces. With `allow_no_answer` (squad2) the answer
     is empty unless `score > null_score + null_score_threshold`.
 - `embed`: the same text inputs → `pooled_output`, `mean_pooled_output` (all tasks).
 - `encoded`: pre-tokenized `input_ids`, `segment_ids`, `input_mask` int32 [batch, seq] →
   the task outputs (no tokenizer).
-- `classify` (classifiers) / `regress` (regressors): serialized `tf.Example`s in `inputs`
+- `classify` (classification, pair) / `regress` (regression): serialized `tf.Example`s in `inputs`
   with a bytes feature `text` (and `text_b`), method name `tensorflow/serving/classify`
   (`classes`, `scores`) or `tensorflow/serving/regress` (`outputs`), so the Classify
   and Regress RPCs work.
@@ -57,6 +64,7 @@ import tensorflow as tf
 
 from keras_bert import features
 from keras_bert import heads as heads_lib
+from keras_bert.tasks import TASKS
 from keras_bert.encoder import BertEncoder
 from keras_bert.tokenizer import InGraphBertTokenizer, _keep_first
 
@@ -64,8 +72,8 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 PREDICT_METHOD = "tensorflow/serving/predict"
-TASKS = ("classification", "regression", "fill_mask", "embedding", "token_classification",
-         "span_qa")
+# Exports of a pre-trained model that are not a fine-tuning task: what each serves.
+EXPORT_KINDS = ("fill_mask", "embedding")
 NER_WORDS = ("whitespace", "punctuation")
 
 
@@ -73,16 +81,18 @@ class ExportError(ValueError):
     """The model, task or export folder does not fit an export."""
 
 
-def infer_task(model):
-    """The export task of a Keras model from its type."""
+def infer_task(model, pair=False, allow_no_answer=False):
+    """The task (`TASKS`) or export kind (`EXPORT_KINDS`) of a Keras model from its type."""
     if isinstance(model, heads_lib.BertClassifier):
-        return "regression" if model.num_classes == 1 else "classification"
+        if model.num_classes == 1:
+            return "regression"
+        return "pair" if pair else "classification"
     if isinstance(model, heads_lib.BertPretrainingModel):
         return "fill_mask"
     if isinstance(model, heads_lib.BertTokenClassifier):
-        return "token_classification"
+        return "ner"
     if isinstance(model, heads_lib.BertSpanQA):
-        return "span_qa"
+        return "squad2" if allow_no_answer else "squad1"
     if isinstance(model, BertEncoder):
         return "embedding"
     raise ExportError(f"no raw-text export for {type(model).__name__} yet; supported: "
@@ -129,7 +139,12 @@ class BertServingModule(tf.Module):
         do_lower_case: tokenizer casing; must be the model's.
         max_seq_length: longest sequence fed to the model. Defaults to 128.
         labels: class names for classifiers. Defaults to "0", "1", ...
-        pair: signatures take `text_b` too (sentence-pair tasks). Defaults to False.
+        pair: signatures take `text_b` too (regression on text pairs; the registry
+            decides for the other tasks). Defaults to False.
+        task: a `TASKS` name or an `EXPORT_KINDS` name. Defaults to the one the model's
+            type implies (`infer_task`).
+        allow_no_answer: squad1/squad2 may answer "". Defaults to the task's
+            (True for squad2).
         top_k: candidates per `[MASK]` for fill-mask. Defaults to 5.
         ner_words: how NER splits text into the words that carry tags:
             "whitespace" (as CoNLL-style training data) or "punctuation" (BERT's basic
@@ -139,20 +154,38 @@ class BertServingModule(tf.Module):
 
     def __init__(self, model, vocab_path, do_lower_case, max_seq_length=128, labels=None,
                  pair=False, top_k=5, task=None, max_query_length=64, max_answer_length=30,
-                 allow_no_answer=False, null_score_threshold=0.0, ner_words="whitespace"):
+                 allow_no_answer=None, null_score_threshold=0.0, ner_words="whitespace"):
         super().__init__(name="bert_serving")
         if ner_words not in NER_WORDS:
             raise ExportError(f"ner_words must be one of {NER_WORDS}; got {ner_words!r}")
         self.ner_words = ner_words
-        self.task = task or infer_task(model)
+        self.task = task or infer_task(model, pair, allow_no_answer)
+        if self.task in TASKS:
+            kind = TASKS[self.task]
+            self.outputs = kind.serving
+            from keras_bert import checkpoints
+            head = checkpoints.heads_of(model)[0]
+            if head != kind.head:
+                raise ExportError(f"task {self.task!r} needs a {kind.head!r} model, got a "
+                                  f"{head!r} one ({type(model).__name__})")
+            if kind.pair is not None:
+                if pair and not kind.pair:
+                    raise ExportError(f"task {self.task!r} takes one text; export text pairs "
+                                      f"as task 'pair'")
+                pair = kind.pair
+            if allow_no_answer is None:
+                allow_no_answer = kind.allow_no_answer
+            elif allow_no_answer and not kind.allow_no_answer:
+                raise ExportError(f"task {self.task!r} always answers; use task 'squad2'")
+        elif self.task in EXPORT_KINDS:
+            self.outputs = self.task
+        else:
+            raise ExportError(f"unknown task {self.task!r}; expected a task "
+                              f"({', '.join(TASKS)}) or one of {', '.join(EXPORT_KINDS)}")
         self.max_query_length = int(max_query_length)
         self.max_answer_length = int(max_answer_length)
         self.allow_no_answer = bool(allow_no_answer)
         self.null_score_threshold = float(null_score_threshold)
-        if self.task == "span_qa":
-            pair = True  # question and context
-        if self.task not in TASKS:
-            raise ExportError(f"unknown task {self.task!r}; expected one of {', '.join(TASKS)}")
         self.model = model
         self.encoder = _encoder_of(model)
         self.max_seq_length = int(max_seq_length)
@@ -162,15 +195,15 @@ class BertServingModule(tf.Module):
         self.pair = bool(pair)
         self.top_k = int(top_k)
         self.tokenizer = InGraphBertTokenizer(vocab_path, do_lower_case=do_lower_case)
-        if self.task in ("classification", "token_classification"):
+        if self.outputs in ("classes", "entities"):
             n = model.num_classes
-            if labels is None and self.task == "token_classification":
+            if labels is None and self.outputs == "entities":
                 raise ExportError("a token-classification export needs its tag names (labels=...)")
             labels = [str(i) for i in range(n)] if labels is None else [str(l) for l in labels]
             if len(labels) != n:
                 raise ExportError(f"{len(labels)} labels given for a {n}-class classifier")
             self.labels = tf.constant(labels)
-        if self.task == "token_classification":
+        if self.outputs == "entities":
             # Per tag id: 1 for "B-", 2 for "I-" (and E-/S-, read as inside), 0 for "O";
             # and a type id shared by the tags of one entity type (0 for "O").
             types = sorted({l.split("-", 1)[1] for l in labels if "-" in l})
@@ -179,7 +212,7 @@ class BertServingModule(tf.Module):
             self.tag_type = tf.constant([0 if "-" not in l else 1 + types.index(l.split("-", 1)[1])
                                          for l in labels], tf.int32)
             self.type_names = tf.constant([""] + types)
-        if self.task == "fill_mask":
+        if self.outputs == "fill_mask":
             self.id_to_token = tf.lookup.StaticHashTable(
                 tf.lookup.TextFileInitializer(
                     vocab_path, key_dtype=tf.int64, key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
@@ -217,19 +250,19 @@ class BertServingModule(tf.Module):
                 "mean_pooled_output": mean}
 
     def _task_outputs(self, inputs):
-        if self.task == "embedding":
+        if self.outputs == "embedding":
             return self._embeddings(inputs)
-        if self.task == "span_qa":
+        if self.outputs == "answer":
             out = self.model(inputs, training=False)
             return {"start_logits": tf.cast(out["start_logits"], tf.float32),
                     "end_logits": tf.cast(out["end_logits"], tf.float32)}
-        if self.task == "token_classification":
+        if self.outputs == "entities":
             probs = tf.nn.softmax(tf.cast(self.model(inputs, training=False)["logits"], tf.float32))
             tag_id = tf.argmax(probs, axis=-1, output_type=tf.int32)  # (batch, seq_len)
             return {"probabilities": probs, "tag_id": tag_id, "tag": tf.gather(self.labels, tag_id)}
-        if self.task in ("classification", "regression"):
+        if self.outputs in ("classes", "score"):
             logits = tf.cast(self.model(inputs, training=False)["logits"], tf.float32)
-            if self.task == "regression":
+            if self.outputs == "score":
                 return {"score": logits[:, 0]}
             probs = tf.nn.softmax(logits, axis=-1)
             label_id = tf.argmax(probs, axis=-1, output_type=tf.int32)
@@ -382,16 +415,16 @@ class BertServingModule(tf.Module):
     # -- signature bodies --------------------------------------------------------------
 
     def serve_text(self, text, text_b=None):
-        if self.task == "span_qa":
+        if self.outputs == "answer":
             return self._answers(text, text_b)
-        if self.task == "token_classification":
+        if self.outputs == "entities":
             return self._entities(text)
-        if self.task == "fill_mask":
+        if self.outputs == "fill_mask":
             return self._task_outputs(self._encode_with_masks(text))
         return self._task_outputs(self._encode(text, text_b))
 
     def embed_text(self, text, text_b=None):
-        if self.task == "fill_mask":
+        if self.outputs == "fill_mask":
             return self._embeddings(self._encode_with_masks(text))
         return self._embeddings(self._encode(text, text_b))
 
@@ -438,9 +471,10 @@ class BertServingModule(tf.Module):
                               self.serve_encoded(input_ids, segment_ids, input_mask))
         sigs["encoded"] = encoded.get_concrete_function(**ids)
         examples = tf.TensorSpec([None], tf.string, name="inputs")
-        if self.task == "classification":
+        rpc = TASKS[self.task].examples_signature if self.task in TASKS else None
+        if rpc == "classify":
             sigs["classify"] = tf.function(self.classify_examples).get_concrete_function(examples)
-        elif self.task == "regression":
+        elif rpc == "regress":
             sigs["regress"] = tf.function(self.regress_examples).get_concrete_function(examples)
         return sigs
 
@@ -486,11 +520,11 @@ def write_warmup_requests(export_dir, model_name, texts, pair=False):
             writer.write(log.SerializeToString())
 
 
-def next_version(model_dir):
-    """1 + the largest integer version folder under `model_dir` (1 when none)."""
-    if not tf.io.gfile.isdir(model_dir):
+def next_version(model_base_path):
+    """1 + the largest integer version folder under `model_base_path` (1 when none)."""
+    if not tf.io.gfile.isdir(model_base_path):
         return 1
-    versions = [int(v) for v in tf.io.gfile.listdir(model_dir) if v.strip("/").isdigit()]
+    versions = [int(v) for v in tf.io.gfile.listdir(model_base_path) if v.strip("/").isdigit()]
     return max(versions, default=0) + 1
 
 
@@ -519,12 +553,13 @@ def with_compute_dtype(model, dtype):
 def export_saved_model(model, base_path, model_name, vocab_path, do_lower_case=None,
                        version=None, max_seq_length=128, labels=None, pair=False, top_k=5,
                        task=None, warmup_texts=None, compute_dtype=None, max_query_length=64,
-                       max_answer_length=30, allow_no_answer=False, null_score_threshold=0.0,
+                       max_answer_length=30, allow_no_answer=None, null_score_threshold=0.0,
                        ner_words="whitespace"):
     """Exports `model` as `base_path/model_name/version/` with raw-text signatures.
 
     Args:
-        model: a `BertClassifier`, `BertPretrainingModel` or `BertEncoder`.
+        model: a fine-tuned model (`BertClassifier`, `BertTokenClassifier`,
+            `BertSpanQA`), a `BertPretrainingModel` or a `BertEncoder`.
         base_path: the serving base folder.
         model_name: the served model name (a sub-folder of base_path).
         vocab_path: the vocabulary; copied to `assets/vocab.txt`.
@@ -532,19 +567,23 @@ def export_saved_model(model, base_path, model_name, vocab_path, do_lower_case=N
         version: integer version. Defaults to one past the newest existing.
         max_seq_length: longest sequence fed to the model. Defaults to 128.
         labels: class names for classifiers. Defaults to "0", "1", ...
-        pair: sentence-pair signatures (`text`, `text_b`). Defaults to False.
+        pair: sentence-pair signatures (`text`, `text_b`) for regression; the other
+            tasks' registry entries decide (an inferred classifier with `pair` is task
+            "pair"). Defaults to False.
         top_k: fill-mask candidates per mask. Defaults to 5.
-        task: override the task inferred from the model type. Defaults to None.
+        task: a `keras_bert.tasks.TASKS` name, or "fill_mask"/"embedding" for a
+            pre-trained model. Defaults to the one the model's type implies.
         warmup_texts: sample inputs for the warm-up file. Defaults to two short texts.
         max_query_length, max_answer_length, allow_no_answer, null_score_threshold:
-            span-QA settings (see the module docstring). Defaults to 64, 30, False, 0.0.
+            squad1/squad2 settings (see the module docstring); `allow_no_answer`
+            defaults to the task's (True for squad2). Defaults to 64, 30, None, 0.0.
         ner_words: NER word splitting, "whitespace" (as CoNLL-style training data)
             or "punctuation". Defaults to "whitespace".
         compute_dtype: export a copy computing in this dtype, e.g. "bfloat16" (faster
             on CPUs with AMX/AVX512-BF16, ~3 significant digits). Defaults to None (as is).
 
     Returns:
-        An `ExportResult` (path, version, task, signature names).
+        An `ExportResult` (path, version, task or export kind, signature names).
 
     Example:
         >>> export_saved_model(classifier, "/models", "topic", "vocab.txt", labels=["a", "b"])
@@ -554,9 +593,9 @@ def export_saved_model(model, base_path, model_name, vocab_path, do_lower_case=N
     encoder = _encoder_of(model)
     if do_lower_case is None:
         do_lower_case = encoder.do_lower_case
-    model_dir = os.path.join(base_path, model_name)
-    version = next_version(model_dir) if version is None else int(version)
-    export_dir = os.path.join(model_dir, str(version))
+    model_base_path = os.path.join(base_path, model_name)
+    version = next_version(model_base_path) if version is None else int(version)
+    export_dir = os.path.join(model_base_path, str(version))
     if tf.io.gfile.exists(export_dir):
         raise ExportError(f"{export_dir} already exists; versions are immutable")
     with tempfile.TemporaryDirectory() as tmp:
@@ -574,12 +613,12 @@ def export_saved_model(model, base_path, model_name, vocab_path, do_lower_case=N
         _set_method_names(staging, methods)
         if warmup_texts is None:
             warmup_texts = ([("A short example.", "Another one.")] * 2 if pair else
-                            ["A short example.", "Another [MASK] example." if module.task ==
+                            ["A short example.", "Another [MASK] example." if module.outputs ==
                              "fill_mask" else "Another example."])
         write_warmup_requests(staging, model_name, list(warmup_texts), pair)
         # Publish atomically: a server polling base_path never sees a half-written version.
-        tf.io.gfile.makedirs(model_dir)
-        partial = os.path.join(model_dir, f".tmp-{version}")
+        tf.io.gfile.makedirs(model_base_path)
+        partial = os.path.join(model_base_path, f".tmp-{version}")
         shutil.rmtree(partial, ignore_errors=True)
         shutil.copytree(staging, partial)
         os.rename(partial, export_dir)

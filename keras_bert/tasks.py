@@ -1,6 +1,8 @@
 """Fine-tuning tasks as pure logic: examples → model features → predictions.
 
-Task families (`TASKS`):
+Task families (`TASKS`, the one registry of task names: Finetune, TaskData, Evaluate,
+export and the pipeline take these names; each `TaskKind` says which model head the
+task trains and what its SavedModel export serves):
 
 - `classification`, `pair`, `regression`: one text (or a pair) → `input_ids`,
   `input_mask`, `segment_ids` and `label_ids` (a class id, or a float for
@@ -39,7 +41,50 @@ import numpy as np
 from keras_bert import features as F
 from keras_bert import metrics as metrics_lib
 
-TASKS = ("classification", "pair", "regression", "ner", "squad1", "squad2")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskKind:
+    """One task family of the registry `TASKS`.
+
+    Attributes:
+        name: the task name (`--task`).
+        head: the model head on the encoder (`keras_bert.checkpoints.HEADS`):
+            "classifier" (class logits, or one score for regression),
+            "token_classifier" (a tag per token) or "span_qa" (start/end logits).
+        serving: what the export's `serving_default` signature returns for raw text:
+            "classes" (probabilities, label), "score", "entities" or "answer"
+            (see `keras_bert.export`).
+        pair: whether the export's signatures take `text_b`; None when the data
+            decide (regression: one text or a pair).
+        examples_signature: the export's `tf.Example` signature for TF Serving's
+            Classify/Regress RPCs ("classify", "regress"), or None.
+        allow_no_answer: question answering may answer "" (SQuAD 2.0).
+    """
+
+    name: str
+    head: str
+    serving: str
+    pair: bool = False
+    examples_signature: str = None
+    allow_no_answer: bool = False
+
+
+class _Registry(dict):
+    """Task name → `TaskKind`; shown (and iterated, joined, used as choices) as its names."""
+
+    def __repr__(self):
+        return repr(tuple(self))
+
+
+TASKS = _Registry((kind.name, kind) for kind in (
+    TaskKind("classification", "classifier", "classes", False, "classify"),
+    TaskKind("pair", "classifier", "classes", True, "classify"),
+    TaskKind("regression", "classifier", "score", None, "regress"),
+    TaskKind("ner", "token_classifier", "entities", False),
+    TaskKind("squad1", "span_qa", "answer", True),
+    TaskKind("squad2", "span_qa", "answer", True, allow_no_answer=True),
+))
 IGNORE_LABEL = -100
 
 

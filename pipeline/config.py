@@ -3,12 +3,16 @@
 Known flags are parsed first; everything else (e.g. `--runner=FlinkRunner ...`) is
 returned untouched for Beam's `PipelineOptions`. A `--config FILE` (YAML or JSON with
 the same keys as the flags) is applied first and flags given on the command line win.
+Boolean flags take `--flag`, `--noflag` or `--flag=true|false`.
 """
 
 import argparse
 import dataclasses
 import json
 import os
+
+from components.cli import add_bool_flag
+from keras_bert import precision
 
 
 class PipelineConfigError(ValueError):
@@ -28,7 +32,8 @@ class PipelineConfig:
             tasks, CoNLL-2003 or JSONL for ner, SQuAD JSON for squad1/squad2); train
             and dev go together, test defaults to dev. None uses the embedded default
             (a classification task), which only `task=classification` can.
-        init: a pre-trained checkpoint folder (HF, original or ours); skips pre-training.
+        init_checkpoint: a pre-trained checkpoint folder (HF, original or ours); skips
+            pre-training. Defaults to None.
         vocab: a given vocab.txt instead of learning one. Defaults to None.
         vocab_size: size of a learned vocabulary. Defaults to 8000.
         do_lower_case: uncased tokenization. Defaults to True.
@@ -45,12 +50,16 @@ class PipelineConfig:
         finetune_epochs: Defaults to 5.
         finetune_batch_size: Defaults to 16.
         finetune_learning_rate: Defaults to 3e-4.
-        mixed_precision: none, bfloat16 or float16. Defaults to "none".
+        mixed_precision: a `keras_bert.precision.MIXED_PRECISION` value: none, bfloat16
+            or float16 (with loss scaling); passed to Pretrain and Finetune unchanged.
+            Defaults to "none".
         strategy: tf.distribute strategy name. Defaults to "default".
-        seed: every random choice derives from it. Defaults to 12345.
+        random_seed: every random choice derives from it. Defaults to 12345.
         data_fraction: share of the default data to use (small slices for tests). Defaults to 1.0.
         model_name: served model name. Defaults to "bert_classifier".
-        serving_base: serving model base path. Defaults to `<pipeline_root>/serving`.
+        serving_base: the model server's base path, the root of all served models (the
+            model is pushed to `<serving_base>/<model_name>/<version>`). Defaults to
+            `<pipeline_root>/serving`.
         bless_margin: how much the model's test metric must beat the task's trivial
             baseline by, in that metric's units (accuracy, MSE, entity F1, SQuAD F1 in
             percent; see `components.evaluate.BLESSING`). Defaults to 0.0.
@@ -64,7 +73,7 @@ class PipelineConfig:
     train: str = None
     dev: str = None
     test: str = None
-    init: str = None
+    init_checkpoint: str = None
     vocab: str = None
     vocab_size: int = 8000
     do_lower_case: bool = True
@@ -82,7 +91,7 @@ class PipelineConfig:
     finetune_learning_rate: float = 3e-4
     mixed_precision: str = "none"
     strategy: str = "default"
-    seed: int = 12345
+    random_seed: int = 12345
     data_fraction: float = 1.0
     model_name: str = "bert_classifier"
     serving_base: str = None
@@ -104,8 +113,10 @@ class PipelineConfig:
             raise PipelineConfigError(f"--task {self.task}: expected one of {', '.join(TASKS)}")
         if not 0 < self.data_fraction <= 1:
             raise PipelineConfigError(f"data_fraction must be in (0, 1], got {self.data_fraction}")
-        if self.mixed_precision not in ("none", "bfloat16", "float16"):
-            raise PipelineConfigError(f"mixed_precision must be none, bfloat16 or float16")
+        try:
+            precision.dtype_policy(self.mixed_precision)
+        except ValueError as e:
+            raise PipelineConfigError(str(e)) from None
 
     @property
     def serving_base_path(self):
@@ -137,24 +148,38 @@ def _load_file(path):
     return values
 
 
-def _bool(text):
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+# Flags renamed for one name per concept: the old spelling is an error, not a Beam flag.
+RETIRED_FLAGS = {"init": "init_checkpoint", "seed": "random_seed",
+                 "weight_decay": "weight_decay_rate"}
 
 
-def parse_flags(argv=None):
-    """argv → (PipelineConfig, Beam pipeline args, training strategy flag)."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.run",
+def build_parser():
+    """The `python -m pipeline.run` flag parser: `--config FILE` and one flag per field."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline.run", allow_abbrev=False,
                                      description="BERT from raw corpus to a served model.")
     parser.add_argument("--config", default=None, help="YAML or JSON file of these flags")
     for name, field in _FIELDS.items():
-        kind = {int: int, float: float, bool: _bool}.get(
+        if isinstance(field.default, bool):
+            # None: not given, so a --config file's value is not overridden.
+            add_bool_flag(parser, name, None, f"(default: {field.default})")
+            continue
+        kind = {int: int, float: float}.get(
             type(field.default) if field.default is not None else str, str)
-        parser.add_argument(f"--{name}", type=kind, default=None)
+        if name == "mixed_precision":
+            parser.add_argument(f"--{name}", choices=precision.CHOICES, default=None)
+        else:
+            parser.add_argument(f"--{name}", type=kind, default=None)
+    return parser
+
+
+def parse_flags(argv=None):
+    """argv → (PipelineConfig, the remaining args for Beam's `PipelineOptions`)."""
+    parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
+    for arg in beam_args:
+        name = arg.split("=", 1)[0].lstrip("-")
+        if arg.startswith("--") and name in RETIRED_FLAGS:
+            parser.error(f"--{name} is now --{RETIRED_FLAGS[name]}")
     values = _load_file(args.config) if args.config else {}
     values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
     try:

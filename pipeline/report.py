@@ -103,7 +103,7 @@ def _evaluation_section(root, record):
                   f"{blessing['metric']} {_number(blessing['value'])} vs the "
                   f"{blessing['baseline']} baseline {_number(blessing['baseline_value'])} "
                   f"({'higher' if blessing.get('higher_is_better', True) else 'lower'} is better, "
-                  f"margin {blessing.get('margin', 0)}).", ""]
+                  f"bless_margin {blessing.get('bless_margin', 0)}).", ""]
     model, baseline = evaluation.get("metrics", {}), evaluation.get("baseline", {})
     shown = [k for k, v in model.items() if isinstance(v, (int, float)) or v is None]
     if shown:

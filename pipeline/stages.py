@@ -98,9 +98,9 @@ def _example_gen(config, beam_args, upstream, out):
 def _vocab(config, beam_args, upstream, out):
     from components import vocab
     given = config.vocab
-    if config.init:
-        given = os.path.join(config.init, "vocab.txt")
-    # A given vocabulary (or the --init checkpoint's) is copied, not learnt from the corpus.
+    if config.init_checkpoint:
+        given = os.path.join(config.init_checkpoint, "vocab.txt")
+    # A given vocabulary (or the --init_checkpoint's) is copied, not learnt from the corpus.
     documents = None if given else upstream["ExampleGen"]["outputs"]["documents"]
     spec = vocab.VocabSpec(output_dir=out, input_pattern=documents, vocab_file=given,
                            vocab_size=config.vocab_size, do_lower_case=config.do_lower_case)
@@ -119,7 +119,7 @@ def _pretraining_data(config, beam_args, upstream, out):
     common = dict(vocab_path=vocab_path, max_seq_length=config.max_seq_length,
                   max_predictions_per_seq=config.max_predictions_per_seq,
                   masked_lm_prob=config.masked_lm_prob, short_seq_prob=config.short_seq_prob,
-                  do_lower_case=config.do_lower_case, random_seed=config.seed)
+                  do_lower_case=config.do_lower_case, random_seed=config.random_seed)
     train = pd.PretrainingDataSpec(input_pattern=docs["documents"], output_dir=os.path.join(out, "train"),
                                    dupe_factor=config.dupe_factor, num_shards=4, **common)
     stats = pd.run(train, _beam_args(beam_args))
@@ -128,7 +128,8 @@ def _pretraining_data(config, beam_args, upstream, out):
     if docs.get("heldout_documents"):
         held = pd.PretrainingDataSpec(input_pattern=docs["heldout_documents"],
                                       output_dir=os.path.join(out, "eval"), dupe_factor=1,
-                                      num_shards=1, **dict(common, random_seed=config.seed + 1))
+                                      num_shards=1,
+                                      **dict(common, random_seed=config.random_seed + 1))
         held_stats = pd.run(held, _beam_args(beam_args))
         outputs["eval"] = held.records_pattern
         metrics["eval_instances"] = held_stats["instances"]
@@ -136,12 +137,6 @@ def _pretraining_data(config, beam_args, upstream, out):
 
 
 # -- Export / Evaluate / Push ---------------------------------------------------------------
-
-# Pipeline task -> the export task of `keras_bert.export` (its raw-text signature).
-EXPORT_TASKS = {"classification": "classification", "pair": "classification",
-                "regression": "regression", "ner": "token_classification",
-                "squad1": "span_qa", "squad2": "span_qa"}
-
 
 def _has_second_segment(records_path, limit=100):
     """Whether any of the first `limit` TaskData records has segment id 1 (text pairs)."""
@@ -169,13 +164,13 @@ def _export(config, beam_args, upstream, out):
     """The fine-tuned checkpoint → a SavedModel with the task's raw-text signature."""
     from keras_bert.checkpoints import load_pretrained
     from keras_bert.export import export_saved_model
+    from keras_bert.tasks import TASKS
     ft = upstream["Finetune"]["outputs"]
     task = config.task
     labels = list(ft["labels"]) if task in ("classification", "pair", "ner") else None
-    kwargs = {"task": EXPORT_TASKS[task], "labels": labels}
-    if task == "pair":
-        kwargs["pair"] = True
-    elif task == "regression":
+    # The task registry says which signature each task's export serves.
+    kwargs = {"task": task, "labels": labels}
+    if task == "regression":
         # One text or a pair (STS-B): as the training records were built.
         records = upstream["TaskData"]["outputs"].get("records") or {}
         kwargs["pair"] = _has_second_segment(records.get("train"))
@@ -186,14 +181,14 @@ def _export(config, beam_args, upstream, out):
         threshold = _finetune_results(ft).get("null_score_diff_threshold")
         if threshold is None:
             raise PipelineStageError("squad2: Finetune recorded no null_score_diff_threshold")
-        kwargs.update(allow_no_answer=True, null_score_threshold=-float(threshold))
-    bert = load_pretrained(ft["model_dir"])
+        kwargs["null_score_threshold"] = -float(threshold)
+    bert = load_pretrained(ft["checkpoint"])
     # A run that stopped half-way left its version folder behind; versions are immutable.
     shutil.rmtree(os.path.join(out, config.model_name), ignore_errors=True)
     result = export_saved_model(bert.model, out, config.model_name, bert.vocab_path,
                                 max_seq_length=config.max_seq_length, version=1, **kwargs)
     return ({"export_dir": result.path, "task": result.task, "signatures": list(result.signatures),
-             "labels": labels, "pair": bool(kwargs.get("pair") or task.startswith("squad")),
+             "labels": labels, "pair": bool(kwargs.get("pair") or TASKS[task].pair),
              "null_score_threshold": kwargs.get("null_score_threshold")},
             {"signatures": len(result.signatures)})
 
@@ -218,7 +213,7 @@ def _evaluate(config, beam_args, upstream, out):
         export_dir=export["export_dir"], task=config.task,
         test=upstream["ExampleGen"]["outputs"]["test"], output_dir=out,
         labels=tuple(export["labels"]) if export.get("labels") else None,
-        train_label_counts=counts, margin=config.bless_margin)
+        train_label_counts=counts, bless_margin=config.bless_margin)
     result = evaluate.run(spec)
     return ({"evaluation": os.path.join(out, evaluate.EVALUATION_FILE),
              "blessing": os.path.join(out, evaluate.BLESSING_FILE),
@@ -233,7 +228,7 @@ def _push(config, beam_args, upstream, out):
     result = push.run(push.PushSpec(
         export_dir=upstream["Export"]["outputs"]["export_dir"],
         blessing=upstream["Evaluate"]["outputs"]["blessing"],
-        serving_base=os.path.join(config.serving_base_path, config.model_name)))
+        serving_base=config.serving_base_path, model_name=config.model_name))
     return result, {"pushed": result["pushed"], "version": result["version"] or 0}
 
 
@@ -242,13 +237,13 @@ def _push(config, beam_args, upstream, out):
 from pipeline.training_stages import _finetune, _pretrain, _task_data  # noqa: E402
 
 
-_DATA = ("corpus", "data_fraction", "seed")
+_DATA = ("corpus", "data_fraction", "random_seed")
 _PD = ("max_seq_length", "max_predictions_per_seq", "masked_lm_prob", "dupe_factor",
-       "short_seq_prob", "do_lower_case", "seed")
+       "short_seq_prob", "do_lower_case", "random_seed")
 _PT = ("model", "pretrain_steps", "pretrain_batch_size", "pretrain_learning_rate",
-       "mixed_precision", "strategy", "seed", "max_seq_length", "max_predictions_per_seq")
+       "mixed_precision", "strategy", "random_seed", "max_seq_length", "max_predictions_per_seq")
 _FT = ("task", "finetune_epochs", "finetune_batch_size", "finetune_learning_rate",
-       "mixed_precision", "strategy", "seed", "max_seq_length", "init")
+       "mixed_precision", "strategy", "random_seed", "max_seq_length", "init_checkpoint")
 
 
 def plan(config):
@@ -256,21 +251,21 @@ def plan(config):
     stages = [
         Stage("ExampleGen", (), _DATA + ("train", "dev", "test"), _example_gen,
               lambda c: {"corpus": c.corpus, "train": c.train, "dev": c.dev, "test": c.test}),
-        Stage("Vocab", ("ExampleGen",), ("vocab", "vocab_size", "do_lower_case", "init"), _vocab,
-              lambda c: {"vocab": c.vocab, "init": c.init}),
+        Stage("Vocab", ("ExampleGen",), ("vocab", "vocab_size", "do_lower_case", "init_checkpoint"),
+              _vocab, lambda c: {"vocab": c.vocab, "init_checkpoint": c.init_checkpoint}),
     ]
-    if not config.init:
+    if not config.init_checkpoint:
         stages += [
             Stage("PretrainingData", ("ExampleGen", "Vocab"), _PD, _pretraining_data),
             Stage("Pretrain", ("PretrainingData", "Vocab"), _PT, _pretrain),
         ]
-    encoder_stage = "Pretrain" if not config.init else "Vocab"
+    encoder_stage = "Pretrain" if not config.init_checkpoint else "Vocab"
     stages += [
         Stage("TaskData", ("ExampleGen", "Vocab"), ("task", "max_seq_length", "do_lower_case"),
               _task_data),
         Stage("Finetune", tuple(dict.fromkeys(("ExampleGen", "TaskData", encoder_stage, "Vocab"))),
               _FT, _finetune,
-              lambda c: {"init": c.init}),
+              lambda c: {"init_checkpoint": c.init_checkpoint}),
         Stage("Export", ("Finetune", "TaskData"), ("model_name", "max_seq_length", "task"), _export),
         Stage("Evaluate", ("Export", "TaskData", "ExampleGen"), ("task", "bless_margin"), _evaluate),
         Stage("Push", ("Export", "Evaluate"), ("model_name", "serving_base"), _push),

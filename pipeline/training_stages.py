@@ -24,13 +24,13 @@ def _pretrain(config, beam_args, upstream, out):
     steps = config.pretrain_steps
     spec = pretrain.PretrainSpec(
         train_pattern=data["train"], eval_pattern=data.get("eval"), output_dir=out,
-        config=config.model, vocab_path=upstream["Vocab"]["outputs"]["vocab"],
+        model=config.model, vocab_path=upstream["Vocab"]["outputs"]["vocab"],
         batch_size=config.pretrain_batch_size, max_seq_length=config.max_seq_length,
         max_predictions_per_seq=config.max_predictions_per_seq, num_train_steps=steps,
         num_warmup_steps=max(1, steps // 10), learning_rate=config.pretrain_learning_rate,
         mixed_precision=config.mixed_precision, strategy=config.strategy,
         checkpoint_every=max(10, steps // 6), steps_per_epoch=max(10, steps // 6),
-        log_every=max(10, steps // 20), seed=config.seed)
+        log_every=max(10, steps // 20), random_seed=config.random_seed)
     metrics = pretrain.run(spec)
     history = _history_file(metrics.get("history"), os.path.join(out, "history.json"))
     train, evaluation = metrics.get("train", {}), metrics.get("eval", {})
@@ -39,17 +39,17 @@ def _pretrain(config, beam_args, upstream, out):
     for key in ("steps", "sequences_per_second"):
         if isinstance(metrics.get(key), (int, float)):
             flat[key] = metrics[key]
-    return {"encoder_dir": spec.export_dir, "metrics": spec.metrics_path, "history": history}, flat
+    return {"checkpoint": spec.export_dir, "metrics": spec.metrics_path, "history": history}, flat
 
 
 def _task_data(config, beam_args, upstream, out):
     from components import task_data, task_files
     eg = upstream["ExampleGen"]["outputs"]
     do_lower_case = config.do_lower_case
-    if config.init:
+    if config.init_checkpoint:
         # The records must be tokenised as the starting checkpoint's own tokenizer does.
         from keras_bert import checkpoints
-        do_lower_case = checkpoints.read_config(config.init)[0].do_lower_case
+        do_lower_case = checkpoints.read_config(config.init_checkpoint)[0].do_lower_case
     spec = task_data.TaskDataSpec(
         task=config.task, train=eg["train"], dev=eg["dev"], test=eg.get("test"),
         vocab_path=upstream["Vocab"]["outputs"]["vocab"], output_dir=out,
@@ -68,16 +68,17 @@ def _task_data(config, beam_args, upstream, out):
 
 def _finetune(config, beam_args, upstream, out):
     from components import finetune
-    init = config.init or upstream["Pretrain"]["outputs"]["encoder_dir"]
+    init_checkpoint = config.init_checkpoint or upstream["Pretrain"]["outputs"]["checkpoint"]
     task_data = upstream["TaskData"]["outputs"]
     # Finetune reads TaskData's records, never the raw task files again.
     folder = task_data.get("task_data_dir") or os.path.dirname(task_data["records"]["train"])
     spec = finetune.FinetuneSpec(
-        task=config.task, task_data_dir=folder, init=init, output_dir=out,
+        task=config.task, task_data_dir=folder, init_checkpoint=init_checkpoint,
+        output_dir=out,
         max_seq_length=config.max_seq_length, batch_size=config.finetune_batch_size,
         epochs=config.finetune_epochs, learning_rate=config.finetune_learning_rate,
-        mixed_precision=config.mixed_precision != "none", strategy=config.strategy,
-        seed=config.seed, verbose=2)
+        mixed_precision=config.mixed_precision, strategy=config.strategy,
+        random_seed=config.random_seed, verbose=2)
     result = finetune.run(spec)
     history = _history_file(result.get("history"), os.path.join(out, "history.json"))
     metrics = {"best_epoch": result["best_epoch"], f"dev_{result['metric']}": result["best_value"]}
@@ -85,5 +86,5 @@ def _finetune(config, beam_args, upstream, out):
     for key, value in baseline.items():
         if isinstance(value, (int, float)):
             metrics[f"baseline_{key}"] = value
-    return {"model_dir": result["checkpoint"], "labels": result["labels"],
+    return {"checkpoint": result["checkpoint"], "labels": result["labels"],
             "metrics": os.path.join(out, finetune.METRICS_FILE), "history": history}, metrics

@@ -147,31 +147,33 @@ def test_push_refuses_an_unblessed_model(exported, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "components.evaluate", "--export_dir", exported["export_dir"],
          "--task", "classification", "--test", exported["test"], "--labels", ",".join(LABELS),
-         "--train_stats", str(stats), "--margin", "2.0", "--output", str(tmp_path / "eval")],
+         "--train_stats", str(stats), "--bless_margin", "2.0", "--output", str(tmp_path / "eval")],
         capture_output=True, text=True, timeout=300,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "NOT BLESSED" in proc.stdout
     blessing = str(tmp_path / "eval" / evaluate.BLESSING_FILE)
     assert json.loads(open(blessing).read())["blessed"] is False
-    serving = tmp_path / "serving" / "clf"
+    serving_base = tmp_path / "serving"
+    serving = serving_base / "clf"
     result = push.run(push.PushSpec(export_dir=exported["export_dir"], blessing=blessing,
-                                    serving_base=str(serving)))
+                                    serving_base=str(serving_base), model_name="clf"))
     assert result == {"pushed": False, "version": None, "path": None}
     assert not serving.exists() or not os.listdir(serving)
     # No blessing at all, or a blessing of another model: an error, nothing pushed.
     with pytest.raises(push.PushError, match="no blessing"):
-        push.run(push.PushSpec(exported["export_dir"], str(tmp_path / "none.json"), str(serving)))
+        push.run(push.PushSpec(exported["export_dir"], str(tmp_path / "none.json"),
+                               str(serving_base), "clf"))
     other = json.loads(open(blessing).read())
     other.update(blessed=True, model=str(tmp_path / "elsewhere"))
     forged = tmp_path / "other.json"
     forged.write_text(json.dumps(other))
     with pytest.raises(push.PushError, match="not the export to push"):
-        push.run(push.PushSpec(exported["export_dir"], str(forged), str(serving)))
+        push.run(push.PushSpec(exported["export_dir"], str(forged), str(serving_base), "clf"))
     assert not serving.exists() or not os.listdir(serving)
     # The same export with a true blessing is pushed as version 1.
     other.update(model=exported["export_dir"])
     forged.write_text(json.dumps(other))
-    result = push.run(push.PushSpec(exported["export_dir"], str(forged), str(serving)))
+    result = push.run(push.PushSpec(exported["export_dir"], str(forged), str(serving_base), "clf"))
     assert result["pushed"] and result["version"] == 1
     assert (serving / "1" / "saved_model.pb").exists()

@@ -67,9 +67,9 @@ def _spec(tmp_path, task, train, dev, init, **kw):
     # A random tiny encoder: 2e-3 with bias-corrected AdamW (the original optimizer
     # took about that effective step at 5e-4 in these short runs).
     defaults = dict(max_seq_length=32, batch_size=16, epochs=6, learning_rate=2e-3,
-                    warmup_proportion=0.3, verbose=0, seed=1)
+                    warmup_proportion=0.3, verbose=0, random_seed=1)
     defaults.update(kw)
-    return finetune.FinetuneSpec(task=task, train=str(train), dev=str(dev), init=init,
+    return finetune.FinetuneSpec(task=task, train=str(train), dev=str(dev), init_checkpoint=init,
                                  output_dir=str(tmp_path / "out"), **defaults)
 
 
@@ -452,7 +452,7 @@ def test_pretrained_weights_learn_faster_than_random(tmp_path, tiny_init):
     for name, init in (("random", tiny_init), ("pretrained", pretrained)):
         results[name] = finetune.run(_spec(tmp_path / name, "classification", train, dev, init,
                                            max_seq_length=16, batch_size=8, epochs=4,
-                                           learning_rate=1e-3, seed=3))
+                                           learning_rate=1e-3, random_seed=3))
     random_acc = [h["dev_accuracy"] for h in results["random"]["history"]]
     pre_acc = [h["dev_accuracy"] for h in results["pretrained"]["history"]]
     # Better at every epoch, by a wide margin at the end, and lower train loss early on.
@@ -473,10 +473,10 @@ def test_cli_early_stopping_and_bad_records(tmp_path, tiny_init):
     (tmp_path / "dev.jsonl").write_text("\n".join(lines[20:] + lines[9:10]) + "\n")
     # A learning rate of 0 never improves: patience 1 stops after the second epoch.
     finetune.main(["--task", "classification", "--train", str(tmp_path / "train.jsonl"),
-                   "--dev", str(tmp_path / "dev.jsonl"), "--init", tiny_init,
+                   "--dev", str(tmp_path / "dev.jsonl"), "--init_checkpoint", tiny_init,
                    "--output", str(tmp_path / "out"), "--epochs", "5", "--learning_rate", "0",
                    "--early_stopping_patience", "1", "--max_seq_length", "16",
-                   "--batch_size", "8", "--verbose", "0", "--seed", "3"])
+                   "--batch_size", "8", "--verbose", "0", "--random_seed", "3"])
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     assert metrics["best_epoch"] == 1
@@ -501,26 +501,33 @@ def test_dev_label_outside_the_label_set_is_a_bad_record(tmp_path, tiny_init):
 
 def test_spec_validation():
     with pytest.raises(finetune.FinetuneError, match="task must be one of"):
-        finetune.FinetuneSpec(task="nli", train="t", dev="d", init="i", output_dir="o")
+        finetune.FinetuneSpec(task="nli", train="t", dev="d", init_checkpoint="i", output_dir="o")
     with pytest.raises(finetune.FinetuneError, match="warmup_proportion"):
-        finetune.FinetuneSpec(task="pair", train="t", dev="d", init="i", output_dir="o",
+        finetune.FinetuneSpec(task="pair", train="t", dev="d", init_checkpoint="i", output_dir="o",
                               warmup_proportion=1.5)
-    spec = finetune.parse_args(["--task", "squad2", "--train", "t", "--dev", "d", "--init", "i",
-                                "--output", "o", "--doc_stride", "64", "--mixed_precision",
-                                "--labels", "a,b"])
-    assert (spec.doc_stride, spec.mixed_precision, spec.labels) == (64, True, ("a", "b"))
+    with pytest.raises(finetune.FinetuneError, match="--mixed_precision"):
+        finetune.FinetuneSpec(task="pair", train="t", dev="d", init_checkpoint="i",
+                              output_dir="o", mixed_precision="fp8")
+    spec = finetune.parse_args(["--task", "squad2", "--train", "t", "--dev", "d",
+                                "--init_checkpoint", "i", "--output", "o", "--doc_stride", "64",
+                                "--mixed_precision", "float16", "--labels", "a,b"])
+    assert (spec.doc_stride, spec.mixed_precision, spec.labels) == (64, "float16", ("a", "b"))
+    assert (spec.random_seed, spec.weight_decay_rate) == (12345, 0.01)
     assert spec.selection_metric == "f1"
 
 
-def test_mixed_precision_under_a_mirrored_strategy(tmp_path, tiny_init):
+def test_float16_with_loss_scaling_under_a_mirrored_strategy(tmp_path, tiny_init):
     rng = random.Random(10)
     (tmp_path / "train.conll").write_text(conll_text(ner_sentences(32, rng)))
     (tmp_path / "dev.conll").write_text(conll_text(ner_sentences(8, rng)))
     from components.task_files import ReadOptions
 
     result = finetune.run(_spec(tmp_path, "ner", tmp_path / "train.conll", tmp_path / "dev.conll",
-                                tiny_init, epochs=1, max_seq_length=24, mixed_precision=True,
+                                tiny_init, epochs=1, max_seq_length=24, mixed_precision="float16",
                                 strategy="mirrored", read=ReadOptions(tag_scheme="IOB1")))
     assert result["best_epoch"] == 1 and np.isfinite(result["history"][0]["loss"])
+    # float16 trains with dynamic loss scaling, not as bfloat16 or unscaled.
+    assert result["optimizer"] == "LossScaleOptimizer"
+    assert result["spec"]["mixed_precision"] == "float16"
     best = checkpoints.load_pretrained(result["checkpoint"])
     assert best.heads == "token_classifier" and best.model.dtype_policy.name == "float32"

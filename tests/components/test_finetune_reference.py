@@ -43,13 +43,13 @@ def _spec(golden, tmp_path, **kw):
     recipe = golden["recipe"]
     train = _conll(golden, tmp_path / "train.txt")
     return finetune.FinetuneSpec(
-        task="ner", train=str(train), dev=str(train), init=str(MODEL_DIR),
+        task="ner", train=str(train), dev=str(train), init_checkpoint=str(MODEL_DIR),
         output_dir=str(tmp_path / "out"), max_seq_length=recipe["max_seq_length"],
         batch_size=len(golden["sentences"]), epochs=recipe["steps"],
         learning_rate=recipe["learning_rate"],
         warmup_proportion=recipe["warmup_steps"] / recipe["steps"],
-        weight_decay=recipe["weight_decay"], dropout=0.0, labels=tuple(golden["labels"]),
-        seed=0, verbose=0, **kw)
+        weight_decay_rate=recipe["weight_decay"], dropout=0.0, labels=tuple(golden["labels"]),
+        random_seed=0, verbose=0, **kw)
 
 
 def test_first_piece_labels_are_the_references(golden):

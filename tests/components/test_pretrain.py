@@ -1,6 +1,7 @@
 """Pretrain stage: learning on real text, original records, kill -9 resume, two workers, NaN guard, JAX."""
 
 import collections
+import dataclasses
 import json
 import math
 import os
@@ -138,19 +139,19 @@ def original(fixtures_dir):
 
 def _spec(original, output_dir, **overrides):
     values = dict(train_pattern=original["train"], eval_pattern=original["eval"],
-                  output_dir=str(output_dir), config=original["config"],
+                  output_dir=str(output_dir), model=original["config"],
                   vocab_path=original["vocab"], batch_size=8,
                   max_seq_length=original["max_seq_length"],
                   max_predictions_per_seq=original["max_predictions_per_seq"],
                   num_train_steps=20, num_warmup_steps=2, learning_rate=1e-3,
-                  checkpoint_every=10, log_every=10, seed=7)
+                  checkpoint_every=10, log_every=10, random_seed=7)
     values.update(overrides)
     return pretrain.PretrainSpec(**values)
 
 
 def _argv(spec):
     """The CLI flags that give `spec`."""
-    argv = ["--train", spec.train_pattern, "--output", spec.output_dir, "--config", spec.config,
+    argv = ["--train", spec.train_pattern, "--output", spec.output_dir, "--model", spec.model,
             "--vocab", spec.vocab_path, "--batch_size", str(spec.batch_size),
             "--max_seq_length", str(spec.max_seq_length),
             "--max_predictions_per_seq", str(spec.max_predictions_per_seq),
@@ -158,7 +159,7 @@ def _argv(spec):
             "--num_warmup_steps", str(spec.num_warmup_steps),
             "--learning_rate", str(spec.learning_rate),
             "--checkpoint_every", str(spec.checkpoint_every), "--log_every", str(spec.log_every),
-            "--seed", str(spec.seed)]
+            "--random_seed", str(spec.random_seed)]
     if spec.eval_pattern:
         argv += ["--eval", spec.eval_pattern]
     if spec.steps_per_epoch:
@@ -181,7 +182,7 @@ def test_cli_flags_build_the_spec(original, tmp_path):
     spec = _spec(original, tmp_path, steps_per_epoch=5)
     assert pretrain.parse_args(_argv(spec)) == spec
     parsed = pretrain.parse_args(_argv(spec) + [
-        "--optimizer", "lamb", "--mixed_precision", "bfloat16", "--jit_compile", "--no_nsp",
+        "--optimizer", "lamb", "--mixed_precision", "bfloat16", "--jit_compile", "--nouse_nsp",
         "--strategy", "mirrored", "--gradient_accumulation_steps", "4", "--dynamic_masking"])
     assert (parsed.optimizer, parsed.mixed_precision, parsed.jit_compile, parsed.use_nsp,
             parsed.strategy, parsed.gradient_accumulation_steps, parsed.dynamic_masking) == (
@@ -217,6 +218,16 @@ def test_lamb_bfloat16_accumulation_mlm_only(original, tmp_path):
     assert math.isfinite(metrics["eval"]["mlm_loss"])
     assert tf.train.latest_checkpoint(spec.checkpoint_dir).endswith("ckpt-6")
     assert checkpoints.load_pretrained(spec.export_dir).heads == "mlm"
+
+
+def test_float16_trains_with_loss_scaling_and_resumes(original, tmp_path):
+    spec = _spec(original, tmp_path, mixed_precision="float16", num_train_steps=4,
+                 checkpoint_every=2, log_every=2, eval_pattern=None)
+    metrics = pretrain.run(spec)
+    assert metrics["steps"] == 4 and math.isfinite(metrics["train"]["mlm_loss"])
+    # Resuming restores the loss-scaled optimizer's checkpoint and continues.
+    more = pretrain.run(dataclasses.replace(spec, num_train_steps=6))
+    assert (more["start_step"], more["steps"]) == (4, 6)
 
 
 def test_checkpoint_restores_optimizer_state(original, tmp_path):
@@ -278,10 +289,10 @@ def test_learns_real_text_below_the_unigram_baseline(tmp_path):
     (tmp_path / "bert_config.json").write_text(json.dumps(config))
     spec = pretrain.PretrainSpec(
         train_pattern=corpus["train"], eval_pattern=corpus["eval"],
-        output_dir=str(tmp_path / "out"), config=str(tmp_path / "bert_config.json"),
+        output_dir=str(tmp_path / "out"), model=str(tmp_path / "bert_config.json"),
         vocab_path=corpus["vocab"], batch_size=32, max_seq_length=32, max_predictions_per_seq=5,
         num_train_steps=800, num_warmup_steps=80, learning_rate=5e-4, checkpoint_every=400,
-        steps_per_epoch=100, log_every=100, use_nsp=False, seed=1)
+        steps_per_epoch=100, log_every=100, use_nsp=False, random_seed=1)
     metrics = pretrain.run(spec)
     heldout = metrics["eval"]["mlm_loss"]
     print(f"unigram entropy {corpus['unigram_entropy']:.3f} nats, unigram held-out "

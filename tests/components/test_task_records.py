@@ -43,9 +43,9 @@ def _task_data(tmp_path, init, task, files, **kw):
 
 def _finetune(tmp_path, task, folder, init, **kw):
     defaults = dict(batch_size=16, epochs=3, learning_rate=2e-3, warmup_proportion=0.3,
-                    verbose=0, seed=1)
+                    verbose=0, random_seed=1)
     defaults.update(kw)
-    return finetune.run(finetune.FinetuneSpec(task=task, task_data_dir=folder, init=init,
+    return finetune.run(finetune.FinetuneSpec(task=task, task_data_dir=folder, init_checkpoint=init,
                                               output_dir=str(tmp_path / "out"), **defaults))
 
 
@@ -168,10 +168,11 @@ def test_streamed_shuffle_is_the_full_shuffle(tmp_path):
 
 def test_spec_takes_records_or_raw_files(tmp_path):
     with pytest.raises(finetune.FinetuneError, match="not both"):
-        finetune.FinetuneSpec(task="ner", task_data_dir="d", train="t", init="i", output_dir="o")
+        finetune.FinetuneSpec(task="ner", task_data_dir="d", train="t", init_checkpoint="i",
+                              output_dir="o")
     with pytest.raises(finetune.FinetuneError, match="need task_data_dir"):
-        finetune.FinetuneSpec(task="ner", train="t", init="i", output_dir="o")
-    spec = finetune.parse_args(["--task", "ner", "--task_data_dir", "d", "--init", "i",
+        finetune.FinetuneSpec(task="ner", train="t", init_checkpoint="i", output_dir="o")
+    spec = finetune.parse_args(["--task", "ner", "--task_data_dir", "d", "--init_checkpoint", "i",
                                 "--output", "o", "--shuffle_buffer", "64"])
     assert (spec.task_data_dir, spec.train, spec.shuffle_buffer) == ("d", None, 64)
     with pytest.raises(task_records.TaskRecordsError, match="task_data_stats.json"):

@@ -254,7 +254,7 @@ def ner_model(vocab):
 def test_ner_export_punctuation_words_give_the_python_entities(ner_model, vocab, tmp_path):
     result = export.export_saved_model(ner_model, str(tmp_path), "ner", vocab, max_seq_length=MAX_LEN,
                                        labels=NER_TAGS, ner_words="punctuation")
-    assert result.task == "token_classification"
+    assert result.task == "ner"  # the task registry's name
     total = 0
     for text, got in zip(NER_TEXTS, _served_entities(result.path, NER_TEXTS)):
         assert got == _reference_entities(ner_model, vocab, text, MAX_LEN), ascii(text)
@@ -358,6 +358,17 @@ def _reference_answer(model, vocab, question, context, max_len, max_query, max_a
     return context[start:end], start, end
 
 
+def test_export_takes_only_the_task_registry_names(ner_model, vocab, tmp_path):
+    for retired in ("token_classification", "span_qa", "token_classifier"):
+        with pytest.raises(export.ExportError, match="unknown task"):
+            export.export_saved_model(ner_model, str(tmp_path), "x", vocab, task=retired,
+                                      labels=NER_TAGS)
+    # The registry says which head a task needs.
+    with pytest.raises(export.ExportError, match="needs a 'span_qa' model"):
+        export.export_saved_model(ner_model, str(tmp_path), "x", vocab, task="squad2")
+    assert not os.path.exists(tmp_path / "x")
+
+
 def test_qa_export_gives_the_python_answer_with_character_offsets(vocab, tmp_path):
     size = sum(1 for _ in open(vocab, encoding="utf-8"))
     tf.keras.utils.set_random_seed(5)
@@ -365,6 +376,7 @@ def test_qa_export_gives_the_python_answer_with_character_offsets(vocab, tmp_pat
                                     "span_qa")
     result = export.export_saved_model(model, str(tmp_path), "qa", vocab, max_seq_length=MAX_LEN,
                                        max_query_length=16, max_answer_length=5)
+    assert result.task == "squad1"
     loaded = tf.saved_model.load(result.path)
     sig = loaded.signatures["serving_default"]
     assert set(sig.structured_input_signature[1]) == {"text", "text_b"}

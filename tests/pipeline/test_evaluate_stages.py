@@ -23,11 +23,11 @@ def test_every_task_family_is_accepted_with_its_files():
 
 
 def test_plan_runs_export_then_evaluate_then_push():
-    plan = {s.name: s for s in stages.plan(PipelineConfig(init="ckpt", task="ner", train="a",
-                                                          dev="b"))}
+    plan = {s.name: s for s in stages.plan(PipelineConfig(init_checkpoint="ckpt", task="ner",
+                                                          train="a", dev="b"))}
     names = list(plan)
     assert names[-3:] == ["Export", "Evaluate", "Push"]
-    assert "Pretrain" not in names  # --init skips pre-training
+    assert "Pretrain" not in names  # --init_checkpoint skips pre-training
     assert "Export" in plan["Evaluate"].deps and "Finetune" not in plan["Evaluate"].deps
     assert "TaskData" in plan["Evaluate"].deps  # the baseline's label counts
     assert set(plan["Push"].deps) == {"Export", "Evaluate"}
@@ -64,7 +64,8 @@ def _records(tmp_path, evaluation):
 def test_report_shows_confusion_matrix_and_entity_f1(tmp_path):
     config = PipelineConfig(pipeline_root=str(tmp_path))
     blessing = {"blessed": True, "metric": "accuracy", "value": 0.75, "baseline": "majority class",
-                "baseline_value": 0.5, "higher_is_better": True, "margin": 0.0}
+                "baseline_value": 0.5, "higher_is_better": True,
+                "bless_margin": 0.0}
     evaluation = {"task": "classification", "labels": ["neg", "pos"], "blessing": blessing,
                   "metrics": {"accuracy": 0.75, "macro_f1": 0.7333,
                               "per_class": {"neg": {"precision": 1.0, "recall": 0.5, "f1": 0.6667,

@@ -1,6 +1,6 @@
 """End to end for the span tasks: `python -m pipeline.run --task ner|squad2` to a served model.
 
-Each run starts from a tiny random encoder (`--init`, so no pre-training), fine-tunes
+Each run starts from a tiny random encoder (`--init_checkpoint`, so no pre-training), fine-tunes
 on a small synthetic task a tiny model learns in a few epochs, exports, evaluates
 the SavedModel on the test split, pushes it, and a real model server then answers
 over gRPC: entities and answers must be the exact characters at the offsets it
@@ -41,9 +41,10 @@ def _run_pipeline(root, task, train, dev, test, epochs, model_name):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     args = [sys.executable, "-m", "pipeline.run", f"--pipeline_root={root / 'run'}",
             "--runner=DirectRunner", f"--corpus={root / 'corpus.txt'}",
-            f"--init={_random_init(root)}", f"--task={task}", f"--train={train}", f"--dev={dev}",
+            f"--init_checkpoint={_random_init(root)}", f"--task={task}", f"--train={train}",
+            f"--dev={dev}",
             f"--test={test}", "--max_seq_length=64", f"--finetune_epochs={epochs}",
-            "--finetune_batch_size=16", "--finetune_learning_rate=2e-3", "--seed=1",
+            "--finetune_batch_size=16", "--finetune_learning_rate=2e-3", "--random_seed=1",
             f"--model_name={model_name}", "--serve_check=false"]
     proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

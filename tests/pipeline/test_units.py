@@ -32,9 +32,12 @@ def test_flags_parse_with_their_types_and_unknown_flags_go_to_beam():
 
 def test_config_file_applies_first_and_flags_win(tmp_path):
     path = tmp_path / "pipeline.yaml"
-    path.write_text("vocab_size: 500\npretrain_steps: 7\nseed: 3\n")
-    config, _ = parse_flags([f"--config={path}", "--seed=9"])
-    assert (config.vocab_size, config.pretrain_steps, config.seed) == (500, 7, 9)
+    path.write_text("vocab_size: 500\npretrain_steps: 7\nrandom_seed: 3\nserve_check: false\n")
+    config, _ = parse_flags([f"--config={path}", "--random_seed=9"])
+    assert (config.vocab_size, config.pretrain_steps, config.random_seed) == (500, 7, 9)
+    assert config.serve_check is False  # the file's value: no boolean flag given
+    config, _ = parse_flags([f"--config={path}", "--serve_check"])
+    assert config.serve_check is True
     as_json = tmp_path / "pipeline.json"
     as_json.write_text(json.dumps({"vocab_size": 600}))
     config, _ = parse_flags([f"--config={as_json}"])
@@ -76,7 +79,7 @@ def test_invalid_values_are_refused(values, message):
 def test_bad_boolean_flag_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         parse_flags(["--do_lower_case=maybe"])
-    assert "expected true/false" in capsys.readouterr().err
+    assert "expected true or false" in capsys.readouterr().err
 
 
 def test_serving_base_defaults_under_the_root():
@@ -159,7 +162,7 @@ def _plan(calls):
     Stage = pipeline_stages.Stage
     return [
         Stage("A", (), ("vocab_size",), calls.executor("A")),
-        Stage("B", ("A",), ("seed",), calls.executor("B")),
+        Stage("B", ("A",), ("random_seed",), calls.executor("B")),
         Stage("C", ("A",), ("pretrain_steps",), calls.executor("C")),
         Stage("D", ("B", "C"), (), calls.executor("D")),
     ]
@@ -179,7 +182,7 @@ def test_second_run_is_cached_and_a_parameter_change_reruns_its_stage_and_depend
     calls.calls.clear()
     _run(tmp_path, calls)
     assert calls.calls == []
-    _run(tmp_path, calls, seed=7)  # B's parameter: B and D (below B) rerun, A and C do not
+    _run(tmp_path, calls, random_seed=7)  # B's parameter: B and D (below B) rerun, A and C do not
     assert calls.calls == ["B", "D"]
 
 
@@ -224,7 +227,7 @@ def test_a_stage_is_never_recorded_succeeded_before_it_returns(tmp_path):
 # -- stage wiring ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values", [{}, {"init": "some/checkpoint"}])
+@pytest.mark.parametrize("values", [{}, {"init_checkpoint": "some/checkpoint"}])
 def test_plan_reads_only_earlier_stages_and_ends_in_push(values):
     plan = pipeline_stages.plan(PipelineConfig(**values))
     names = [s.name for s in plan]
@@ -234,7 +237,8 @@ def test_plan_reads_only_earlier_stages_and_ends_in_push(values):
         assert set(stage.param_fields) <= set(PipelineConfig.__dataclass_fields__)
     assert names[0] == "ExampleGen" and names[-1] == "Push"
     pretraining = {"PretrainingData", "Pretrain"}
-    assert pretraining.isdisjoint(names) if values.get("init") else pretraining <= set(names)
+    assert (pretraining.isdisjoint(names) if values.get("init_checkpoint")
+            else pretraining <= set(names))
 
 
 def test_stage_inputs_carry_upstream_fingerprints_and_user_files(tmp_path):
