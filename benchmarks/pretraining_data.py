@@ -39,6 +39,8 @@ import tempfile
 import threading
 import time
 
+from components import cli
+
 DEFAULT_VOCAB = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "pretraining", "vocab.txt"
 )
@@ -392,7 +394,7 @@ def main(argv=None):
     parser.add_argument("--masked_lm_prob", type=float, default=0.15)
     parser.add_argument("--dupe_factor", type=int, default=5)
     parser.add_argument("--short_seq_prob", type=float, default=0.1)
-    parser.add_argument("--whole_word_mask", action="store_true")
+    cli.add_bool_flag(parser, "whole_word_mask", False, "Whole-word masking.")
     parser.add_argument("--num_shards", type=int, default=4)
     parser.add_argument("--random_seed", type=int, default=12345)
     parser.add_argument("--workdir", default=None, help="Scratch directory. Defaults to a temporary one.")

@@ -30,10 +30,11 @@ import glob
 import importlib
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
+
+from components import cli
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["RAYON_NUM_THREADS"] = "1"
@@ -87,14 +88,14 @@ def main(argv=None):
     parser.add_argument("--vocab", default=None,
                         help="vocab.txt; default: one learned from the corpus")
     parser.add_argument("--vocab_size", type=int, default=8000)
-    parser.add_argument("--cased", action="store_true", help="cased tokenization (no lowercasing)")
+    cli.add_bool_flag(parser, "do_lower_case", True, "Uncased tokenization.")
     parser.add_argument("--original_src", default=None,
                         help="checkout of google-research/bert (for the original FullTokenizer)")
     parser.add_argument("--batch_size", type=int, default=2048)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
-    do_lower_case = not args.cased
+    do_lower_case = args.do_lower_case
 
     import tensorflow as tf
 

@@ -550,7 +550,7 @@ def read_options_from_args(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--input", required=True, help="Corpus glob (comma-separated globs allowed).")
     parser.add_argument("--output", required=True, help="Output directory.")
     parser.add_argument("--num_shards", type=int, default=0)

@@ -94,7 +94,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from components import common, example_gen
+from components import cli, common, example_gen
 from components import vocab as vocab_lib
 from keras_bert import instances as instances_lib
 
@@ -702,7 +702,7 @@ def run(spec, pipeline_args=None):
 def parse_args(argv=None):
     """Known flags -> (`PretrainingDataSpec`, remaining Beam arguments)."""
     d = PretrainingDataSpec
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--input", required=True, help="Corpus or documents glob (comma-separated allowed).")
     parser.add_argument("--vocab", required=True, help="vocab.txt")
     parser.add_argument("--output", required=True, help="Output directory.")
@@ -711,10 +711,9 @@ def parse_args(argv=None):
     parser.add_argument("--masked_lm_prob", type=float, default=d.masked_lm_prob)
     parser.add_argument("--dupe_factor", type=int, default=d.dupe_factor)
     parser.add_argument("--short_seq_prob", type=float, default=d.short_seq_prob)
-    parser.add_argument("--whole_word_mask", action="store_true", default=False)
-    parser.add_argument("--dynamic_masking", action="store_true", default=False)
-    parser.add_argument("--do_lower_case", dest="do_lower_case", action="store_true", default=True)
-    parser.add_argument("--nodo_lower_case", dest="do_lower_case", action="store_false")
+    cli.add_bool_flag(parser, "whole_word_mask", False, "Mask every piece of a chosen word.")
+    cli.add_bool_flag(parser, "dynamic_masking", False, "Write unmasked records (masked per epoch).")
+    cli.add_bool_flag(parser, "do_lower_case", True, "Uncased tokenization.")
     parser.add_argument("--random_seed", type=int, default=d.random_seed)
     parser.add_argument("--num_shards", type=int, default=d.num_shards, help="0: about --records_per_shard each.")
     parser.add_argument("--records_per_shard", type=int, default=d.records_per_shard)

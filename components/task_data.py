@@ -41,7 +41,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from components import common, runners, task_records
+from components import cli, common, runners, task_records
 # The parsers live in `components.task_files` (no Beam).
 from components.task_files import (
     BAD_RECORD_KINDS, LABELS_FILE, BadRecord, ReadOptions, SquadRecord, TaskDataError,
@@ -384,15 +384,14 @@ def run(spec, pipeline_args=None):
 def parse_args(argv=None):
     """Known flags → (`TaskDataSpec`, remaining Beam arguments)."""
     d = TaskDataSpec
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--task", required=True, choices=tasks.TASKS)
     parser.add_argument("--train", required=True)
     parser.add_argument("--dev", default=None)
     parser.add_argument("--test", default=None)
     parser.add_argument("--vocab", required=True, help="vocab.txt")
     parser.add_argument("--output", required=True)
-    parser.add_argument("--do_lower_case", dest="do_lower_case", action="store_true", default=True)
-    parser.add_argument("--nodo_lower_case", dest="do_lower_case", action="store_false")
+    cli.add_bool_flag(parser, "do_lower_case", True, "Uncased tokenization.")
     parser.add_argument("--max_seq_length", type=int, default=d.max_seq_length)
     parser.add_argument("--max_query_length", type=int, default=d.max_query_length)
     parser.add_argument("--doc_stride", type=int, default=d.doc_stride)

@@ -25,7 +25,7 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from components import common, example_gen, runners
+from components import cli, common, example_gen, runners
 from keras_bert import features as F
 from keras_bert.tokenizer import basic_tokenize
 from keras_bert.vocab_learner import learn_wordpiece_vocab
@@ -215,15 +215,14 @@ def run(spec, pipeline_args=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--input", help="Documents or corpus glob to learn from.")
     parser.add_argument("--vocab_file", help="Existing vocab.txt to copy instead.")
     parser.add_argument("--output", required=True, help="Output directory.")
     parser.add_argument("--vocab_size", type=int, default=30522)
     parser.add_argument("--min_word_count", type=int, default=1)
     parser.add_argument("--lower_thresh", type=int, default=10)
-    parser.add_argument("--do_lower_case", dest="do_lower_case", action="store_true", default=True)
-    parser.add_argument("--nodo_lower_case", dest="do_lower_case", action="store_false")
+    cli.add_bool_flag(parser, "do_lower_case", True, "Uncased tokenization.")
     example_gen.add_read_arguments(parser)
     args, pipeline_args = parser.parse_known_args(argv)
     spec = VocabSpec(

@@ -36,7 +36,7 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from keras_bert.config import BertConfig, ConfigError
+from keras_bert.config import BertConfig
 from keras_bert.encoder import BertEncoder
 from keras_bert import heads as heads_lib
 

@@ -16,7 +16,7 @@ from keras import ops
 
 from keras_bert import features
 from keras_bert import losses as bert_losses
-from keras_bert.encoder import BertEncoder, encoder_inputs
+from keras_bert.encoder import encoder_inputs
 from keras_bert.layers import MaskedLMHead, truncated_normal
 
 
