@@ -263,7 +263,8 @@ def plan(config):
     stages += [
         Stage("TaskData", ("ExampleGen", "Vocab"), ("task", "max_seq_length", "do_lower_case"),
               _task_data),
-        Stage("Finetune", tuple(dict.fromkeys(("ExampleGen", "TaskData", encoder_stage, "Vocab"))),
+        # Finetune reads TaskData's records and the encoder, never ExampleGen's raw files.
+        Stage("Finetune", tuple(dict.fromkeys(("TaskData", encoder_stage))),
               _FT, _finetune,
               lambda c: {"init_checkpoint": c.init_checkpoint}),
         Stage("Export", ("Finetune", "TaskData"), ("model_name", "max_seq_length", "task"), _export),

@@ -236,6 +236,8 @@ def test_plan_reads_only_earlier_stages_and_ends_in_push(values):
         assert set(stage.deps) <= set(names[:i]), f"{stage.name} reads a later stage"
         assert set(stage.param_fields) <= set(PipelineConfig.__dataclass_fields__)
     assert names[0] == "ExampleGen" and names[-1] == "Push"
+    finetune = next(stage for stage in plan if stage.name == "Finetune")
+    assert "ExampleGen" not in finetune.deps  # trains from TaskData's records only
     pretraining = {"PretrainingData", "Pretrain"}
     assert (pretraining.isdisjoint(names) if values.get("init_checkpoint")
             else pretraining <= set(names))
