@@ -40,6 +40,15 @@ def _plot(history, keys, title, path):
     return os.path.basename(path)
 
 
+def _scores_table(title, key, scores):
+    """Markdown lines of a precision/recall/F1/support table, one row per class or type."""
+    lines = [f"{title}:", "", f"| {key} | precision | recall | F1 | support |",
+             "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {name} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | "
+              f"{v['support']} |" for name, v in scores.items()]
+    return lines + [""]
+
+
 def _number(value):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
@@ -116,22 +125,14 @@ def _evaluation_section(root, record):
         lines.append("")
     per_class = model.get("per_class")
     if per_class:
-        lines += ["Per class:", "", "| class | precision | recall | F1 | support |",
-                  "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {c} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | "
-                  f"{v['support']} |" for c, v in per_class.items()]
-        lines.append("")
+        lines += _scores_table("Per class", "class", per_class)
     matrix, labels = model.get("confusion_matrix"), evaluation.get("labels")
     if matrix and labels:
         name = _plot_confusion(matrix, labels, os.path.join(root, "confusion_matrix.png"))
         lines += [f"![Confusion matrix]({name})", ""]
     per_type = model.get("per_type")
     if per_type:
-        lines += ["Per entity type:", "", "| type | precision | recall | F1 | support |",
-                  "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {t} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | "
-                  f"{v['support']} |" for t, v in per_type.items()]
-        lines.append("")
+        lines += _scores_table("Per entity type", "type", per_type)
         name = _plot_bars({t: v["f1"] for t, v in per_type.items()},
                           "Entity F1 per type (test split)", os.path.join(root, "entity_f1.png"))
         lines += [f"![Entity F1 per type]({name})", ""]
