@@ -53,10 +53,11 @@ import time
 
 import numpy as np
 
-from components import task_files
+from components import common, task_files
 from keras_bert import metrics as bert_metrics
 from keras_bert import tasks
 
+STAGE = "evaluate"
 EVALUATION_FILE = "evaluation.json"
 BLESSING_FILE = "blessing.json"
 PREDICTIONS_FILE = "test_predictions.jsonl"
@@ -447,9 +448,9 @@ def run(spec):
     with open(os.path.join(spec.output_dir, PREDICTIONS_FILE), "w", encoding="utf-8") as f:
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    print(f"[Evaluate] {spec.task}: {name} {value:.4f} vs {baseline_name} {reference:.4f} "
+    common.log_stage(STAGE, f"{spec.task}: {name} {value:.4f} vs {baseline_name} {reference:.4f} "
           f"(bless_margin {spec.bless_margin}) on {len(examples)} test examples from the SavedModel "
-          f"{spec.export_dir}: {'BLESSED' if blessed else 'NOT BLESSED'}", flush=True)
+          f"{spec.export_dir}: {'BLESSED' if blessed else 'NOT BLESSED'}")
     return result
 
 

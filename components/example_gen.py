@@ -427,7 +427,7 @@ class ReadCorpusFileFn(beam.DoFn):
         path, source = path_and_source
         stats = collections.Counter()
         yield from read_corpus_file(path, source, self._options, stats)
-        common.increment_counters(STAGE, stats)
+        runners.increment_counters(STAGE, stats)
         yield beam.pvalue.TaggedOutput(STATS_TAG, dict(stats))
 
 
@@ -498,9 +498,9 @@ def build(pipeline, spec):
     # Every file gives one statistics dict, so the sum never lacks an input.
     stats_written = (
         outputs[STATS_TAG]
-        | "SumStats" >> beam.CombineGlobally(common.SumCounts()).without_defaults()
+        | "SumStats" >> beam.CombineGlobally(runners.SumCounts()).without_defaults()
         | "FinishStats" >> beam.Map(lambda s: {"counters": s, "bad_records": bad_records(s)})
-        | "WriteStats" >> beam.Map(common.write_json, spec.stats_path)
+        | "WriteStats" >> beam.Map(runners.write_json, spec.stats_path)
     )
     runners.done(pipeline, [written, stats_written])
     return documents
@@ -516,7 +516,7 @@ def run(spec, pipeline_args=None):
     """
     with runners.pipeline(pipeline_args) as pipeline:
         build(pipeline, spec)
-    stats = common.read_json(spec.stats_path)
+    stats = runners.read_json(spec.stats_path)
     counters = stats["counters"]
     num_files = len(match_files(spec.input_pattern))
     if counters.get("files", 0) != num_files:  # A runner lost or repeated work.

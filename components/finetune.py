@@ -69,7 +69,7 @@ import warnings
 
 import numpy as np
 
-from components import task_files, task_records
+from components import common, task_files, task_records
 from components.cli import add_bool_flag
 from keras_bert import features as F
 from keras_bert import metrics as metrics_lib
@@ -544,16 +544,15 @@ def make_dev_callback(task, dev, spec, on_best):
             self.history.append(entry)
             improved = value is not None and not math.isnan(value) and (
                 self.best is None or value > self.best)
-            print(f"[{STAGE}] epoch {epoch + 1}: loss {entry['loss']:.4f} dev {name} {value:.4f}"
-                  f"{' (best)' if improved else ''}", flush=True)
+            common.log_stage(STAGE, f"epoch {epoch + 1}: loss {entry['loss']:.4f} dev {name} {value:.4f}"
+                  f"{' (best)' if improved else ''}")
             if improved:
                 self.best, self.best_epoch, self.waited = value, epoch + 1, 0
                 on_best(epoch + 1, metrics, records, outputs)
             else:
                 self.waited += 1
                 if spec.early_stopping_patience and self.waited >= spec.early_stopping_patience:
-                    print(f"[{STAGE}] early stopping: no dev {name} gain in {self.waited} epoch(s)",
-                          flush=True)
+                    common.log_stage(STAGE, f"early stopping: no dev {name} gain in {self.waited} epoch(s)")
                     self.model.stop_training = True
 
     return _DevCallback()
@@ -590,7 +589,7 @@ def convert_task_files(spec, output_dir, pipeline_args=None):
     if not os.path.exists(vocab):
         raise FinetuneError(f"{spec.init_checkpoint}: no vocab.txt beside the checkpoint")
     config, _, _ = checkpoints.read_config(spec.init_checkpoint)
-    print(f"[{STAGE}] converting the task files with TaskData -> {output_dir}", flush=True)
+    common.log_stage(STAGE, f"converting the task files with TaskData -> {output_dir}")
     return task_data.run(task_data.TaskDataSpec(
         task=spec.task, train=spec.train, dev=spec.dev, test=spec.test, vocab_path=vocab,
         output_dir=output_dir, do_lower_case=config.do_lower_case,
@@ -695,7 +694,7 @@ def _run(spec, folder):
     if pretrained.vocab_path is None:
         raise FinetuneError(f"{spec.init_checkpoint}: no vocab.txt beside the checkpoint")
     _check_tokenizer(spec, records, pretrained)
-    print(f"[{STAGE}] loaded {pretrained.report.summary()}", flush=True)
+    common.log_stage(STAGE, f"loaded {pretrained.report.summary()}")
 
     def predict_input(split):
         return data.task_dataset(records.records_path(split), spec.task, records.max_seq_length,
@@ -716,10 +715,10 @@ def _run(spec, folder):
     steps_per_epoch = math.ceil(train_size / spec.batch_size)
     num_train_steps = steps_per_epoch * spec.epochs
     warmup = int(num_train_steps * spec.warmup_proportion)
-    print(f"[{STAGE}] {spec.task}: {train['num_examples']} train examples "
+    common.log_stage(STAGE, f"{spec.task}: {train['num_examples']} train examples "
           f"({train_size} records), {len(dev['examples'])} dev examples "
           f"({dev['num_features']} records), {num_train_steps} steps, {warmup} warm-up; "
-          f"{sum(bad_counts.values())} bad record(s); records from {folder}", flush=True)
+          f"{sum(bad_counts.values())} bad record(s); records from {folder}")
     for record in bad[:20]:
         logger.warning("bad record %s", record)
 
@@ -764,8 +763,8 @@ def _run(spec, folder):
         kwargs = {"threshold": best["records"]["threshold"]} if spec.task == "squad2" else {}
         test_metrics, test_records = task.evaluate(outputs, test, **kwargs)
         task.write_predictions(test_records, outputs, spec.output_dir, prefix="test_")
-        print(f"[{STAGE}] test {spec.selection_metric} {test_metrics[spec.selection_metric]:.4f} "
-              f"({len(test['examples'])} examples, best dev epoch's weights)", flush=True)
+        common.log_stage(STAGE, f"test {spec.selection_metric} {test_metrics[spec.selection_metric]:.4f} "
+              f"({len(test['examples'])} examples, best dev epoch's weights)")
 
     result = {
         "task": spec.task,
@@ -800,9 +799,8 @@ def _run(spec, folder):
         result["null_score_diff_threshold"] = best["records"]["threshold"]
     _write_json(result, os.path.join(spec.output_dir, METRICS_FILE))
     baseline = result["baseline"].get(spec.selection_metric)
-    print(f"[{STAGE}] best dev {spec.selection_metric} {result['best_value']:.4f} at epoch "
-          f"{result['best_epoch']} (baseline {result['baseline']['name']}: {baseline}) -> {best_dir}",
-          flush=True)
+    common.log_stage(STAGE, f"best dev {spec.selection_metric} {result['best_value']:.4f} at epoch "
+          f"{result['best_epoch']} (baseline {result['baseline']['name']}: {baseline}) -> {best_dir}")
     return result
 
 

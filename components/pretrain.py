@@ -43,6 +43,7 @@ import time
 import keras
 import numpy as np
 
+from components import common
 from components.cli import add_bool_flag
 from keras_bert import checkpoints
 from keras_bert import data as data_lib
@@ -183,10 +184,6 @@ class PretrainSpec:
 Spec = PretrainSpec
 
 
-def _print(text):
-    print(f"[{STAGE}] {text}", flush=True)
-
-
 def _vocab_size(vocab_path):
     return len(data_lib.read_vocab(vocab_path))
 
@@ -220,7 +217,7 @@ def build_model(spec):
     dtype = precision.dtype_policy(spec.mixed_precision)
     if spec.init_checkpoint:
         loaded = checkpoints.load_pretrained(spec.init_checkpoint, heads=heads, dtype=dtype)
-        _print(f"initialized from {loaded.report.summary()}")
+        common.log_stage(STAGE, f"initialized from {loaded.report.summary()}")
         return loaded.model, loaded.config, spec.vocab_path or loaded.vocab_path
     config = resolve_model_config(spec)
     return checkpoints.build_model(config, heads, dtype=dtype), config, spec.vocab_path
@@ -269,7 +266,7 @@ def run(spec):
         start_step = checkpoint.restore_latest()
         training.work_around_keras_distribute_bugs(model, strategy)
     if start_step:
-        _print(f"resumed from {checkpoint.latest_checkpoint} at step {start_step} "
+        common.log_stage(STAGE, f"resumed from {checkpoint.latest_checkpoint} at step {start_step} "
                f"(learning rate {float(training.base_optimizer(model.optimizer).learning_rate):.3e})")
     if chief:
         os.makedirs(spec.output_dir, exist_ok=True)
@@ -294,7 +291,7 @@ def run(spec):
         initial_epoch = start_step // epoch_steps
         # A resumed run starts mid-epoch; StopAtStep ends it at the exact step.
         epochs = math.ceil(spec.num_train_steps / epoch_steps) + (1 if start_step % epoch_steps else 0)
-        _print(f"training steps {start_step}..{spec.num_train_steps} on {spec.train_pattern} "
+        common.log_stage(STAGE, f"training steps {start_step}..{spec.num_train_steps} on {spec.train_pattern} "
                f"({config.num_hidden_layers} layers, hidden {config.hidden_size}, vocab "
                f"{config.vocab_size}; batch {global_batch} x {accumulation} accumulation, "
                f"{strategy.num_replicas_in_sync} replica(s), {spec.optimizer}, "
@@ -363,7 +360,7 @@ def run(spec):
             summary += f" nsp_accuracy {eval_metrics['nsp_accuracy']:.4f}"
     if rate:
         summary += f"; {rate:.1f} sequences/s"
-    _print(summary + f"; wrote {path}")
+    common.log_stage(STAGE, summary + f"; wrote {path}")
     return metrics
 
 

@@ -94,7 +94,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from components import cli, common, example_gen
+from components import cli, common, example_gen, runners
 from components import vocab as vocab_lib
 from keras_bert import instances as instances_lib
 
@@ -308,7 +308,7 @@ class TokenizeDocumentFn(beam.DoFn):
         if not sentences:
             stats["untokenizable_documents"] += 1
             stats["tokenized_documents"] = 0
-        common.increment_counters(STAGE, stats)
+        runners.increment_counters(STAGE, stats)
         yield STATS_TAG, dict(stats)
         if sentences:
             if self._writer is None:
@@ -382,7 +382,7 @@ class CreateInstancesFn(beam.DoFn):
                 spans.append((start, writer.offset - start))
         finally:
             writer.close()
-        common.increment_counters(STAGE, total)
+        runners.increment_counters(STAGE, total)
         yield STATS_TAG, dict(total, largest_bucket=len(documents))
         yield MAIN_TAG, (writer.path, total["instances"], tuple(spans))
 
@@ -401,7 +401,7 @@ def plan_shards(keyed_refs, num_shards, records_per_shard):
         yield shard, (num, parts)
 
 
-class SumStats(common.SumCounts):
+class SumStats(runners.SumCounts):
     """Sums statistics dicts, except `largest_bucket`, which takes the maximum."""
 
     def add_input(self, accumulator, element):
@@ -479,7 +479,7 @@ class WriteShardFn(beam.DoFn):
                     chunk = []
             target.write(b"".join(chunk))
         stats = {"shards_written": 1, "records_written": count}
-        common.increment_counters(STAGE, stats)
+        runners.increment_counters(STAGE, stats)
         yield STATS_TAG, stats
         yield MAIN_TAG, path
 
@@ -654,7 +654,7 @@ def build(pipeline, spec, run_id=None):
         # Without defaults: a global default is injected through a side input.
         | "SumStats" >> beam.CombineGlobally(SumStats()).without_defaults()
         | "Summarize" >> beam.Map(summarize, spec, vocab_info)
-        | "WriteStats" >> beam.Map(common.write_json, spec.stats_path)
+        | "WriteStats" >> beam.Map(runners.write_json, spec.stats_path)
     )
     return written[MAIN_TAG]
 
@@ -674,7 +674,7 @@ def run(spec, pipeline_args=None):
             build(pipeline, spec, run_id)
     finally:
         remove_temp_dir(None, temp_dir(spec, run_id))
-    stats = common.read_json(spec.stats_path)
+    stats = runners.read_json(spec.stats_path)
     c = stats["counters"]
     common.log_stage(
         STAGE, f"read {c.get('files', 0)} file(s): {c.get('documents', 0)} documents, {c.get('sentences', 0)} sentences"

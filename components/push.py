@@ -15,8 +15,12 @@ import dataclasses
 import os
 import shutil
 
+from components import common
 from components.evaluate import EvaluationError, read_blessing
 from keras_bert.export import next_version
+
+
+STAGE = "push"
 
 
 class PushError(ValueError):
@@ -62,9 +66,9 @@ def run(spec):
         raise PushError(f"{spec.blessing} blesses {blessing['model']}, not the export to push "
                         f"{os.path.abspath(spec.export_dir)}")
     if not blessing["blessed"]:
-        print(f"[Push] model not blessed ({blessing.get('metric')} {blessing.get('value')} vs "
+        common.log_stage(STAGE, f"model not blessed ({blessing.get('metric')} {blessing.get('value')} vs "
               f"{blessing.get('baseline')} {blessing.get('baseline_value')}); nothing pushed to "
-              f"{spec.model_base_path}", flush=True)
+              f"{spec.model_base_path}")
         return {"pushed": False, "version": None, "path": None}
     os.makedirs(spec.model_base_path, exist_ok=True)
     version = next_version(spec.model_base_path)
@@ -73,5 +77,5 @@ def run(spec):
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(spec.export_dir, staging)
     os.rename(staging, target)
-    print(f"[Push] blessed model pushed as version {version}: {target}", flush=True)
+    common.log_stage(STAGE, f"blessed model pushed as version {version}: {target}")
     return {"pushed": True, "version": version, "path": target}

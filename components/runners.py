@@ -32,12 +32,15 @@ The results are the same on every runner, byte for byte: file contents are order
 keys the records carry, never by the order a runner happens to deliver them in.
 """
 
+import collections
 import contextlib
+import json
 import math
 import zlib
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.filesystems import CompressionTypes, FileSystems
+from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
@@ -322,3 +325,46 @@ class WriteTextShards(beam.PTransform):
                 | "MergeMarkers" >> beam.Flatten()
                 | "GroupByShard" >> beam.GroupByKey()
                 | "WriteShard" >> beam.ParDo(_WriteShardFn(self._prefix, self._suffix, n)))
+
+
+# --- statistics shared by the jobs ------------------------------------------------
+
+
+def write_json(value, path):
+    """Writes `value` as JSON to `path` through Beam's filesystems; returns `path`."""
+    with FileSystems.create(path, mime_type="application/json") as handle:
+        handle.write(json.dumps(value, indent=2, sort_keys=True).encode("utf-8"))
+    return path
+
+
+def read_json(path):
+    """Reads a JSON file through Beam's filesystems."""
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        return json.loads(handle.read().decode("utf-8"))
+
+
+class SumCounts(beam.CombineFn):
+    """Sums dicts of counts (per-file or per-bundle statistics) into one dict."""
+
+    def create_accumulator(self):
+        return collections.Counter()
+
+    def add_input(self, accumulator, element):
+        accumulator.update(element)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        total = collections.Counter()
+        for accumulator in accumulators:
+            total.update(accumulator)
+        return total
+
+    def extract_output(self, accumulator):
+        return dict(sorted(accumulator.items()))
+
+
+def increment_counters(namespace, stats):
+    """Adds `stats` to the Beam counters of `namespace`."""
+    for name, value in stats.items():
+        if value:
+            Metrics.counter(namespace, name).inc(value)

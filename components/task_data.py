@@ -356,7 +356,7 @@ def build(pipeline, spec):
                  | "JoinSummary" >> beam.CoGroupByKey()
                  | "Summarize" >> beam.MapTuple(
                      lambda _, g: summarize(g["counters"][0], list(g["bad"]), g["labels"][0], spec))
-                 | "WriteStats" >> beam.Map(common.write_json, spec.stats_path))
+                 | "WriteStats" >> beam.Map(runners.write_json, spec.stats_path))
     runners.done(pipeline, sinks)
     return written
 
@@ -371,7 +371,7 @@ def run(spec, pipeline_args=None):
     """
     with runners.pipeline(pipeline_args) as pipeline:
         build(pipeline, spec)
-    stats = common.read_json(spec.stats_path)
+    stats = runners.read_json(spec.stats_path)
     for split, s in stats["splits"].items():
         common.log_stage(STAGE, f"{split}: {s['examples_read']} examples read, "
                                 f"{s['examples_converted']} converted, {s['records']} records -> {s['path']}")

@@ -19,13 +19,14 @@ import shutil
 import sys
 import time
 
+from components import common
 from pipeline import stages
 from pipeline.config import PipelineConfigError, parse_flags
 from pipeline.store import StageRun, fingerprint
 
 
 def _line(text):
-    print(text, flush=True)
+    common.log_stage("pipeline", text)
 
 
 def run_pipeline(config, beam_args, plan=None):

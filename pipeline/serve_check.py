@@ -3,6 +3,8 @@
 import json
 import os
 
+from components import common
+
 SAMPLE = "Return a new event loop and run the coroutine until it completes."
 QUESTION = "What does it run?"  # span QA: asked about SAMPLE as the context
 
@@ -28,18 +30,17 @@ def query_once(config, records):
     from serving import client
     from serving.launcher import ServerProcess
     base = os.path.abspath(os.path.join(config.serving_base_path, config.model_name))
-    print(f"[Serve] starting the model server for {config.model_name!r} from {base}", flush=True)
+    common.log_stage("serve", f"starting the model server for {config.model_name!r} from {base}")
     server = ServerProcess([f"--model_name={config.model_name}", f"--model_base_path={base}"])
     server.start(timeout_s=300)
     try:
         texts, texts_b = sample_inputs(config, records)
         result = client.predict_text(server.grpc_target, config.model_name, texts, texts_b)
         shown = texts[0] if texts_b is None else (texts[0], texts_b[0])
-        print(f"[Serve] gRPC Predict {shown!r} ->\n{json.dumps(client.to_json(result), indent=2)}",
-              flush=True)
-        print(f"[Serve] to query it yourself while a server runs: "
-              f"{client_command(config, server.grpc_port, records)}", flush=True)
+        common.log_stage("serve", f"gRPC Predict {shown!r} ->\n{json.dumps(client.to_json(result), indent=2)}")
+        common.log_stage("serve", f"to query it yourself while a server runs: "
+              f"{client_command(config, server.grpc_port, records)}")
         return client.to_json(result)
     finally:
         code = server.stop()
-        print(f"[Serve] server stopped (exit code {code})", flush=True)
+        common.log_stage("serve", f"server stopped (exit code {code})")

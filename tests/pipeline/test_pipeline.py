@@ -69,7 +69,7 @@ def test_model_beats_majority_baseline_and_is_served(first_run):
     assert push["pushed"] and push["version"] == 1
     assert os.path.exists(os.path.join(push["path"], "saved_model.pb"))
     # The serve check really queried the pushed model over gRPC.
-    assert "[Serve] gRPC Predict" in out and '"probabilities"' in out
+    assert "[serve] gRPC Predict" in out and '"probabilities"' in out
     assert "server stopped (exit code 0)" in out
     report = open(os.path.join(root, "report.md")).read()
     assert f"{evaluation['accuracy']:.4f}" in report
