@@ -49,18 +49,22 @@ def tiny_config(vocab_size):
                       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
 
-@pytest.fixture(scope="module")
-def tiny_init(tmp_path_factory):
-    """A randomly initialised tiny encoder folder with its vocabulary."""
+def write_random_init(root, name="random"):
+    """Writes a randomly initialised tiny encoder folder (and its vocab.txt) under `root`."""
     import keras
 
-    root = tmp_path_factory.mktemp("init")
     tokens = vocab_tokens()
     (root / "vocab.txt").write_text("\n".join(tokens) + "\n")
     keras.utils.set_random_seed(7)
     encoder = checkpoints.build_model(tiny_config(len(tokens)), "encoder")
-    checkpoints.save_pretrained(encoder, str(root / "random"), vocab_path=str(root / "vocab.txt"))
-    return str(root / "random")
+    checkpoints.save_pretrained(encoder, str(root / name), vocab_path=str(root / "vocab.txt"))
+    return str(root / name)
+
+
+@pytest.fixture(scope="module")
+def tiny_init(tmp_path_factory):
+    """A randomly initialised tiny encoder folder with its vocabulary."""
+    return write_random_init(tmp_path_factory.mktemp("init"))
 
 
 def _spec(tmp_path, task, train, dev, init, **kw):

@@ -15,25 +15,11 @@ import sys
 
 import pytest
 
-from tests.components.test_finetune import (conll_text, ner_sentences, squad_data, tiny_config,
-                                            vocab_tokens)
+from tests.components.test_finetune import conll_text, ner_sentences, squad_data, write_random_init
 
 STAGES = ["ExampleGen", "Vocab", "TaskData", "Finetune", "Export", "Evaluate", "Push"]
 CORPUS = ("The dog walked to the city.\nThen the cat ran over the road.\n\n"
           "A man saw a big red car.\nThe old tree was near the river.\n")
-
-
-def _random_init(root):
-    """A randomly initialised tiny encoder folder with its vocabulary."""
-    import keras
-
-    from keras_bert import checkpoints
-    tokens = vocab_tokens()
-    (root / "vocab.txt").write_text("\n".join(tokens) + "\n")
-    keras.utils.set_random_seed(7)
-    encoder = checkpoints.build_model(tiny_config(len(tokens)), "encoder")
-    checkpoints.save_pretrained(encoder, str(root / "init"), vocab_path=str(root / "vocab.txt"))
-    return str(root / "init")
 
 
 def _run_pipeline(root, task, train, dev, test, epochs, model_name):
@@ -41,7 +27,7 @@ def _run_pipeline(root, task, train, dev, test, epochs, model_name):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     args = [sys.executable, "-m", "pipeline.run", f"--pipeline_root={root / 'run'}",
             "--runner=DirectRunner", f"--corpus={root / 'corpus.txt'}",
-            f"--init_checkpoint={_random_init(root)}", f"--task={task}", f"--train={train}",
+            f"--init_checkpoint={write_random_init(root, 'init')}", f"--task={task}", f"--train={train}",
             f"--dev={dev}",
             f"--test={test}", "--max_seq_length=64", f"--finetune_epochs={epochs}",
             "--finetune_batch_size=16", "--finetune_learning_rate=2e-3", "--random_seed=1",
@@ -104,7 +90,7 @@ def test_ner_pipeline_serves_entities_at_character_offsets(tmp_path):
         result = client.predict_text(server.grpc_target, "ner", texts)
     finally:
         assert server.stop() == 0
-    served, expected = [], []
+    served = []
     for i, text in enumerate(texts):
         entities = [(result["entity_type"][i, k].decode(), int(result["entity_start"][i, k]),
                      int(result["entity_end"][i, k]), result["entity_text"][i, k].decode())
