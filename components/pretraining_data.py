@@ -92,7 +92,6 @@ import apache_beam as beam
 import google_crc32c
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from components import cli, common, example_gen, runners
 from components import vocab as vocab_lib
@@ -670,7 +669,7 @@ def run(spec, pipeline_args=None):
     """
     run_id = uuid.uuid4().hex
     try:
-        with beam.Pipeline(options=PipelineOptions(pipeline_args or [])) as pipeline:
+        with runners.pipeline(pipeline_args) as pipeline:
             build(pipeline, spec, run_id)
     finally:
         remove_temp_dir(None, temp_dir(spec, run_id))
