@@ -110,6 +110,12 @@ class PretrainSpec:
         log_every: throughput / learning-rate logging interval in steps. Defaults to 100.
         shuffle_buffer: records in the shuffle buffer. Defaults to 1000.
         random_seed: seed of initialization, shuffling and dynamic masks. Defaults to 12345.
+        deterministic: read the training files in a fixed turn (the interleave takes
+            one record from each open file in turn), so that two runs with the same
+            seed, data and machine end with identical weights. False lets the
+            interleave take whichever file has a record ready, so that one slow file
+            (remote storage) does not hold the others up; the record order, and so
+            the weights, then depend on thread timing. Defaults to True.
     """
 
     train_pattern: str
@@ -142,6 +148,7 @@ class PretrainSpec:
     log_every: int = 100
     shuffle_buffer: int = 1000
     random_seed: int = 12345
+    deterministic: bool = True
 
     def __post_init__(self):
         positive = ("batch_size", "max_seq_length", "max_predictions_per_seq", "num_train_steps",
@@ -235,7 +242,8 @@ def _dataset(spec, pattern, is_training, seed, masking_fn):
     return data_lib.pretraining_dataset(
         pattern, spec.batch_size, spec.max_seq_length, spec.max_predictions_per_seq,
         is_training=is_training, seed=seed, masking_fn=masking_fn,
-        shuffle_buffer=spec.shuffle_buffer, repeat=True, drop_remainder=True)
+        shuffle_buffer=spec.shuffle_buffer, repeat=True, drop_remainder=True,
+        deterministic=spec.deterministic)
 
 
 def run(spec):
@@ -398,6 +406,8 @@ def build_parser():
     p.add_argument("--log_every", type=int, default=d.log_every)
     p.add_argument("--shuffle_buffer", type=int, default=d.shuffle_buffer)
     p.add_argument("--random_seed", type=int, default=d.random_seed)
+    add_bool_flag(p, "deterministic", d.deterministic,
+                  "Read the training files in a fixed turn: same seed, same weights.")
     return p
 
 
@@ -417,7 +427,8 @@ def parse_args(argv=None):
         gradient_accumulation_steps=a.gradient_accumulation_steps, use_nsp=a.use_nsp,
         dynamic_masking=a.dynamic_masking, masked_lm_prob=a.masked_lm_prob,
         whole_word_mask=a.whole_word_mask, eval_steps=a.eval_steps, log_every=a.log_every,
-        shuffle_buffer=a.shuffle_buffer, random_seed=a.random_seed)
+        shuffle_buffer=a.shuffle_buffer, random_seed=a.random_seed,
+        deterministic=a.deterministic)
 
 
 def main(argv=None):

@@ -230,6 +230,18 @@ def test_float16_trains_with_loss_scaling_and_resumes(original, tmp_path):
     assert (more["start_step"], more["steps"]) == (4, 6)
 
 
+def test_same_seed_gives_the_same_weights(original, tmp_path):
+    # Two training files read in a fixed turn: the record order, and with it every
+    # update, repeats. (With --nodeterministic the interleave follows thread timing
+    # and these 8 steps ended with three different weights in three runs.)
+    spec = _spec(original, tmp_path / "a", num_train_steps=8, checkpoint_every=8,
+                 eval_pattern=None)
+    first = pretrain.run(spec)
+    second = pretrain.run(dataclasses.replace(spec, output_dir=str(tmp_path / "b")))
+    assert first["weights_sha256"] == second["weights_sha256"]
+    assert pretrain.parse_args(_argv(spec) + ["--nodeterministic"]).deterministic is False
+
+
 def test_checkpoint_restores_optimizer_state(original, tmp_path):
     spec = _spec(original, tmp_path, num_train_steps=6, checkpoint_every=3, eval_pattern=None)
     pretrain.run(spec)
