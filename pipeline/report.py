@@ -322,7 +322,10 @@ def _training_section(root, records):
                 plots.append((title, name))
     if not plots:
         return []
-    return ["## Training curves", ""] + [f"![{title}]({name})" for title, name in plots] + [""]
+    lines = ["## Training curves", ""]
+    for title, name in plots:
+        lines += [f"![{title}]({name})", ""]
+    return lines
 
 
 def _serving_section(config, records):
