@@ -1,7 +1,14 @@
 """`report.md`: what the pipeline did, from the stage records alone.
 
 Every number in the report is read from `<root>/<Stage>/record.json` (and the
-training histories those records point to); plots are PNGs beside the report.
+training histories and evaluation files those records point to). Figures are PNGs
+beside the report: training curves with one panel per unit (`panel_of`), and the
+evaluation's pictures beside its tables. Each PNG has a `<name>.axes.json` sidecar
+listing its panels.
+
+The report is a list of sections (`_stages_section`, `_training_section`,
+`_evaluation_section`, `_serving_section`), each a function of the records that
+returns markdown lines; a stage with something to show adds one.
 """
 
 import json
@@ -42,7 +49,7 @@ def _save(fig, path):
                        "ylabel": ax.get_ylabel(),
                        "series": [label for label in ax.get_legend_handles_labels()[1]],
                        "ylim": [float(v) for v in ax.get_ylim()]})
-    title = fig._suptitle.get_text() if fig._suptitle is not None else ""
+    title = fig.get_suptitle()
     fig.savefig(path, dpi=100)
     _pyplot().close(fig)
     sidecar = os.path.splitext(path)[0] + SIDECAR_SUFFIX
