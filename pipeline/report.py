@@ -157,14 +157,16 @@ def _plot_training(history, title, path, held_out=None):
         ax.grid(alpha=0.3)
         if panel == LEARNING_RATE:
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        # A little room above the best possible score, so a perfect curve is not hidden
+        # under the frame.
         if panel == SCORE:
             low = min(0.0, *(min(v) for _, v in panels[panel]))
-            ax.set_ylim(low, 1.0)
+            ax.set_ylim(low, 1.05)
         if panel == PERCENT:
-            ax.set_ylim(0, 100)
+            ax.set_ylim(0, 105)
         if panel == THROUGHPUT:
             ax.set_ylim(bottom=0)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="best")
     for ax in list(axes.flat)[len(order):]:
         ax.set_visible(False)
     fig.suptitle(title)

@@ -88,7 +88,7 @@ def test_pretraining_and_classification_report_draw_one_panel_per_unit(tmp_path)
     assert panels[report.SCORE]["series"] == [
         "train mlm_accuracy", "train nsp_accuracy", "held-out mlm_accuracy (end)",
         "held-out nsp_accuracy (end)"]
-    assert panels[report.SCORE]["ylim"] == [0.0, 1.0]
+    assert panels[report.SCORE]["ylim"] == [0.0, 1.05]
     assert panels[report.THROUGHPUT]["series"] == ["sequences_per_second"]
     assert panels[report.THROUGHPUT]["ylim"][0] == 0 and panels[report.THROUGHPUT]["ylim"][1] > 230
     assert panels[report.LEARNING_RATE]["series"] == ["learning_rate"]
@@ -139,7 +139,7 @@ def test_squad2_report_draws_percent_scores_and_answerable_vs_unanswerable(tmp_p
     assert panels[report.PERCENT]["series"] == [
         "dev exact", "dev f1", "dev HasAns_exact", "dev HasAns_f1", "dev NoAns_exact",
         "dev NoAns_f1"]
-    assert panels[report.PERCENT]["ylim"] == [0.0, 100.0]
+    assert panels[report.PERCENT]["ylim"] == [0.0, 105.0]
 
     panels, _ = _axes(root, "squad2_by_question_type.png")
     (panel,) = panels.values()
