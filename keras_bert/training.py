@@ -15,6 +15,9 @@
   epoch bookkeeping (resumed runs start mid-epoch).
 - `ThroughputLogger`: sequences/s and the learning rate, every N steps, to stdout
   and TensorBoard.
+- `EpochSummaries`: each epoch's logs (train and `val_` metrics) as TensorBoard
+  scalars, laid out as Keras' `TensorBoard` callback lays them out, without the
+  tensorboard package.
 
 Steps are optimizer updates (`optimizer.iterations`): with gradient accumulation
 one step is several batches, and a checkpoint is only taken after a whole update.
@@ -420,3 +423,42 @@ class ThroughputLogger(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._writer is not None:
             self._writer.flush()
+
+
+class EpochSummaries(keras.callbacks.Callback):
+    """Writes each epoch's logs as TensorBoard scalars, without the tensorboard package.
+
+    The layout is the one of `keras.callbacks.TensorBoard` (which needs the
+    tensorboard package, no longer installed with TensorFlow): training values go to
+    `log_dir/train`, `val_`-prefixed ones to `log_dir/validation`, both under the tag
+    `epoch_<name>`, so TensorBoard draws train and validation on one chart.
+
+    Args:
+        log_dir: the TensorBoard folder.
+
+    Example:
+        >>> model.fit(x, y, validation_data=(x_dev, y_dev), epochs=3,
+        ...           callbacks=[EpochSummaries("logs")])
+    """
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = log_dir
+        self._writers = {}
+
+    def _writer(self, split):
+        if split not in self._writers:
+            self._writers[split] = tf.summary.create_file_writer(f"{self.log_dir}/{split}")
+        return self._writers[split]
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            if not _finite(value):
+                continue
+            split, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            with self._writer(split).as_default(step=epoch):
+                write_scalar(f"epoch_{name}", float(value))
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.flush()

@@ -1,0 +1,39 @@
+"""Callbacks of `keras_bert.training` that need no BERT model."""
+
+import glob
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_bert import training
+
+
+def _scalars(folder):
+    values = {}
+    for path in glob.glob(f"{folder}/events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                values.setdefault(value.tag, []).append(
+                    (event.step, float(tf.make_ndarray(value.tensor))))
+    return values
+
+
+def test_epoch_summaries_write_train_and_validation_scalars_as_keras_does(tmp_path):
+    keras.utils.set_random_seed(3)
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    history = model.fit(x, y, validation_data=(x[:8], y[:8]), epochs=3, batch_size=8, verbose=0,
+                        callbacks=[training.EpochSummaries(str(tmp_path))]).history
+
+    train, validation = _scalars(tmp_path / "train"), _scalars(tmp_path / "validation")
+    assert sorted(train) == ["epoch_accuracy", "epoch_loss"]
+    assert sorted(validation) == ["epoch_accuracy", "epoch_loss"]
+    for name in ("loss", "accuracy"):
+        assert [s for s, _ in train[f"epoch_{name}"]] == [0, 1, 2]
+        np.testing.assert_allclose([v for _, v in train[f"epoch_{name}"]], history[name], rtol=1e-6)
+        np.testing.assert_allclose([v for _, v in validation[f"epoch_{name}"]],
+                                   history[f"val_{name}"], rtol=1e-6)
