@@ -582,7 +582,6 @@ def build(pipeline, spec, run_id=None):
             Defaults to a random one.
     """
     vocab_tokens = vocab_lib.read_vocab_tokens(spec.vocab_path)
-    vocab_lib.validate_vocab(vocab_tokens, spec.vocab_path)
     vocab_info = instances_lib.VocabInfo.from_tokens(vocab_tokens)
     options = spec.instance_options
 

@@ -35,7 +35,10 @@ class PipelineConfig:
         init_checkpoint: a pre-trained checkpoint folder (HF, original or ours); skips
             pre-training. Defaults to None.
         vocab: a given vocab.txt instead of learning one. Defaults to None.
-        vocab_size: size of a learned vocabulary. Defaults to 8000.
+        vocab_size: size of a learned vocabulary; a corpus with too few distinct
+            words for it stops the Vocab stage. Defaults to 2856: the pieces seen at
+            least 10 times in the embedded corpus (about 8,800 distinct words); give
+            about 30,000 for a large corpus.
         do_lower_case: uncased tokenization. Defaults to True.
         model: BertConfig preset or JSON file for pre-training. Defaults to "mini" (L4/H256).
         max_seq_length: tokens per sequence. Defaults to 128.
@@ -75,7 +78,7 @@ class PipelineConfig:
     test: str = None
     init_checkpoint: str = None
     vocab: str = None
-    vocab_size: int = 8000
+    vocab_size: int = 2856
     do_lower_case: bool = True
     model: str = "mini"
     max_seq_length: int = 128

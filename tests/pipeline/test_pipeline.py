@@ -13,7 +13,7 @@ import pytest
 
 STAGES = ["ExampleGen", "Vocab", "PretrainingData", "Pretrain", "TaskData", "Finetune",
           "Export", "Evaluate", "Push"]
-SMALL = ["--runner=DirectRunner", "--data_fraction=0.25", "--model=tiny", "--vocab_size=3000",
+SMALL = ["--runner=DirectRunner", "--data_fraction=0.25", "--model=tiny", "--vocab_size=1500",
          "--dupe_factor=2", "--pretrain_steps=300", "--pretrain_learning_rate=2e-4",
          "--pretrain_batch_size=32", "--finetune_epochs=10", "--finetune_learning_rate=5e-4",
          "--finetune_batch_size=16", "--max_seq_length=64",
