@@ -55,7 +55,7 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from components import common, runners
+from components import cli, common, runners
 
 STAGE = "example_gen"
 FORMATS = ("auto", "sentences", "lines", "jsonl", "documents")
@@ -532,7 +532,7 @@ def main(argv=None):
     parser.add_argument("--output", required=True, help="Output directory.")
     parser.add_argument("--num_shards", type=int, default=0)
     add_read_arguments(parser)
-    args, pipeline_args = parser.parse_known_args(argv)
+    args, pipeline_args = cli.parse_with_beam_args(parser, argv)
     spec = ExampleGenSpec(
         input_pattern=args.input,
         output_dir=args.output,

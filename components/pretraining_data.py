@@ -718,7 +718,7 @@ def parse_args(argv=None):
     parser.add_argument("--records_per_shard", type=int, default=d.records_per_shard)
     parser.add_argument("--docs_per_bucket", type=int, default=d.docs_per_bucket)
     example_gen.add_read_arguments(parser)
-    args, pipeline_args = parser.parse_known_args(argv)
+    args, pipeline_args = cli.parse_with_beam_args(parser, argv)
     spec = PretrainingDataSpec(
         input_pattern=args.input,
         vocab_path=args.vocab,

@@ -251,7 +251,7 @@ def main(argv=None):
                         help="The lowest count of a learnt piece.")
     cli.add_bool_flag(parser, "do_lower_case", True, "Uncased tokenization.")
     example_gen.add_read_arguments(parser)
-    args, pipeline_args = parser.parse_known_args(argv)
+    args, pipeline_args = cli.parse_with_beam_args(parser, argv)
     spec = VocabSpec(
         output_dir=args.output,
         input_pattern=args.input,
