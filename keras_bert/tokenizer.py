@@ -876,9 +876,10 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
 
     def __init__(self, vocab_path, do_lower_case=True, name=None):
         super().__init__(name=name)
-        tokens = load_vocab(vocab_path)
         with tf.io.gfile.GFile(vocab_path, "rb") as f:
-            raw_lines = f.read().decode("utf-8").split("\n")
+            data = f.read()
+        tokens = parse_vocab(data, vocab_path)
+        raw_lines = data.decode("utf-8").split("\n")
         for i, (line, token) in enumerate(zip(raw_lines, tokens)):
             if line.rstrip("\r") != token:
                 raise VocabularyError(
