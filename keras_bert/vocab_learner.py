@@ -179,8 +179,8 @@ def learn_wordpiece_vocab(
     if enough is None:
         raise VocabSizeError(
             f"too few distinct words for a vocabulary of {vocab_size} tokens: "
-            f"{len(words)} distinct words give at most {len(largest)} tokens (every piece "
-            f"seen at least {lowest} time(s))", largest, len(words))
+            f"{len(words)} distinct words give at most {len(largest)} tokens (with every "
+            f"piece seen at least {lowest} time{'s' if lowest > 1 else ''})", largest, len(words))
     # The learner lists reserved tokens, characters, then pieces by falling count:
     # the last pieces that are no character go.
     drop = len(enough) - vocab_size
