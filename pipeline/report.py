@@ -7,7 +7,7 @@ training histories those records point to); plots are PNGs beside the report.
 import json
 import os
 
-from pipeline.serve_check import client_command, server_command
+from pipeline.serve_check import client_command
 
 
 def _load_history(path):
@@ -176,9 +176,12 @@ def write_report(config, records):
     if push:
         lines += ["## Serving", ""]
         if push.get("pushed"):
+            base = os.path.abspath(os.path.join(config.serving_base_path, config.model_name))
             lines += [f"Served model: `{config.model_name}` version {push['version']} at `{push['path']}`.", "",
                       "Start a server and query it:", "", "```",
-                      server_command(config), client_command(config, 8500, records), "```", ""]
+                      f"python -m serving.server --port 8500 --rest_api_port 8501 "
+                      f"--model_name {config.model_name} --model_base_path {base}",
+                      client_command(config, 8500, records), "```", ""]
         else:
             lines += ["The model was not blessed, so nothing was pushed.", ""]
     path = os.path.join(root, "report.md")
