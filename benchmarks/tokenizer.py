@@ -50,15 +50,12 @@ def default_corpus(directory):
 
 
 def learn_vocab(lines, path, vocab_size, do_lower_case):
-    """Learns a WordPiece vocabulary from the corpus itself with the project's learner.
-
-    `lower_thresh=2` lets the learner reach a realistic size on a corpus this small.
-    """
+    """Learns a WordPiece vocabulary of `vocab_size` tokens from the corpus itself with
+    the project's learner."""
     from keras_bert import vocab_learner
 
     counts = vocab_learner.count_words(lines, do_lower_case)
-    vocab = vocab_learner.learn_wordpiece_vocab(counts, vocab_size, do_lower_case=do_lower_case,
-                                                lower_thresh=2)
+    vocab = vocab_learner.learn_wordpiece_vocab(counts, vocab_size, do_lower_case=do_lower_case)
     vocab_learner.write_vocab(vocab, path)
     return len(vocab)
 
@@ -87,7 +84,9 @@ def main(argv=None):
                         help="glob of text files (one text per line); default: the default corpus")
     parser.add_argument("--vocab", default=None,
                         help="vocab.txt; default: one learned from the corpus")
-    parser.add_argument("--vocab_size", type=int, default=8000)
+    parser.add_argument("--vocab_size", type=int, default=6591,
+                        help="of the learned vocabulary; the default is what the default "
+                             "corpus's pieces seen at least twice give")
     cli.add_bool_flag(parser, "do_lower_case", True, "Uncased tokenization.")
     parser.add_argument("--original_src", default=None,
                         help="checkout of google-research/bert (for the original FullTokenizer)")

@@ -1,4 +1,4 @@
-"""What every stage shares and no stage owns: its log lines (no Beam, no TensorFlow).
+"""What every stage shares and no stage owns: log lines, sentence splitting (no Beam, no TensorFlow).
 
 What the Beam jobs share (statistics JSON, counters, output helpers) is in
 `components.runners`.
@@ -9,10 +9,18 @@ the stage runs under `python -m pipeline.run` or on its own.
 """
 
 import logging
+import re
 import sys
 
 LOGGER = "keras_bert_pipeline"
 LOG_FORMAT = "%(asctime)s [%(stage)s] %(message)s"
+# A sentence ends at `.`, `!` or `?` (possibly followed by one closing quote or
+# bracket) and whitespace, unless the dot is that of "e.g.", "i.e.", "cf." or "vs.",
+# or what follows is a lowercase ASCII letter or continues the sentence (closing
+# brackets, punctuation, operators): "etc. and", "x.) More", "... }" stay whole.
+_SENTENCE_END = re.compile(
+    r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))(?<!\be\.g\.)(?<!\bi\.e\.)(?<!\bcf\.)(?<!\bvs\.)"
+    r"\s+(?![a-z)\]}.,;!?/&+])")
 
 
 class _StdoutHandler(logging.StreamHandler):
@@ -70,3 +78,39 @@ def log_bad_records(stage, bad):
     """
     details = " ".join(f"{name}={count}" for name, count in bad.items() if count)
     log_stage(stage, f"bad records: {sum(bad.values())}" + (f" ({details})" if details else ""))
+
+
+def split_sentences(text, max_sentence_chars=None):
+    """Splits text into sentences: the one sentence splitter of every stage.
+
+    Line breaks end a sentence too. A sentence end followed by a lowercase letter is
+    not split (abbreviations such as "e.g." are far more common there than
+    sentences starting in lowercase), so all-lowercase text is cut only at line
+    breaks and `max_sentence_chars`.
+
+    Args:
+        text: the text; whitespace inside a sentence is kept as it is.
+        max_sentence_chars: longer sentences are cut at the last space that keeps
+            them within it (or at the limit, in a word longer than it). Defaults to
+            None (no limit).
+
+    Returns:
+        The sentences, stripped, none empty.
+
+    Example:
+        >>> split_sentences('He said "stop." Then left! Ok? yes, e.g. this')
+        ['He said "stop."', 'Then left!', 'Ok? yes, e.g. this']
+    """
+    sentences = []
+    for line in text.splitlines():
+        for sentence in _SENTENCE_END.split(line):
+            sentence = sentence.strip()
+            while max_sentence_chars and len(sentence) > max_sentence_chars:
+                cut = sentence.rfind(" ", 0, max_sentence_chars + 1)
+                if cut <= 0:
+                    cut = max_sentence_chars
+                sentences.append(sentence[:cut].strip())
+                sentence = sentence[cut:].strip()
+            if sentence:
+                sentences.append(sentence)
+    return sentences

@@ -26,9 +26,10 @@ import os
 import re
 import sysconfig
 
+from components import common
+
 TASK_PACKAGES = ("asyncio", "email", "importlib", "multiprocessing", "unittest", "xml")
 _SKIP_DIRS = ("site-packages", "test", "tests", "idlelib", "lib2to3", "__pycache__", "turtledemo")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[`])")
 _MIN_WORDS = 8
 HELDOUT_SHARE = 0.05
 
@@ -54,10 +55,8 @@ def _stable_unit(key):
     return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:12], 16) / float(1 << 48)
 
 
-def split_sentences(paragraph):
-    """Sentences of a paragraph, whitespace collapsed."""
-    text = " ".join(paragraph.split())
-    return [s for s in _SENTENCE_END.split(text) if s.strip()]
+def _sentences(paragraph):
+    return common.split_sentences(" ".join(paragraph.split()))  # (whitespace collapsed)
 
 
 def _prose_paragraphs(docstring):
@@ -154,7 +153,7 @@ def build(spec):
     for topic in sorted(pydoc_data.topics.topics):
         sentences = []
         for para in _prose_paragraphs(pydoc_data.topics.topics[topic]):
-            sentences += split_sentences(para)
+            sentences += _sentences(para)
         if sentences:
             documents.append((f"pydoc:{topic}", sentences))
 
@@ -173,7 +172,7 @@ def build(spec):
                     task_rows[split].append({"text": para, "label": package, "source": relpath})
         if split in ("dev", "test"):
             continue  # never pre-train on held-out task text
-        sentences = [s for para in paragraphs for s in split_sentences(para)]
+        sentences = [s for para in paragraphs for s in _sentences(para)]
         documents.append((f"stdlib:{relpath}", sentences))
 
     documents = [d for d in documents if _stable_unit("doc:" + d[0]) < spec.fraction]

@@ -48,7 +48,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import time
 
 import numpy as np
@@ -70,7 +69,6 @@ BLESSING = {
     "squad1": ("f1", True, "first sentence of the context"),
     "squad2": ("f1", True, "no answer"),
 }
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 class EvaluationError(ValueError):
@@ -217,8 +215,9 @@ def entity_span_scores(gold, predicted):
 
 
 def first_sentence(context):
-    """The context up to its first sentence end (., ! or ? followed by whitespace)."""
-    return _SENTENCE_END.split(context.strip(), maxsplit=1)[0]
+    """The context's first sentence (as `common.split_sentences` splits it)."""
+    sentences = common.split_sentences(context)
+    return sentences[0] if sentences else ""
 
 
 def squad_scores(gold, answers, version):

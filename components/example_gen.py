@@ -15,8 +15,9 @@ opened with `apache_beam.io.filesystems` (any Beam filesystem); gzip is detected
 the magic bytes whatever the name, other codecs from the extension.
 
 Lines longer than `max_sentence_chars` (and every document of `lines`/`jsonl`) are
-split into sentences after `.`, `!` or `?` followed by a space, then, if still too
-long, at the last space before the limit (or hard at the limit).
+split into sentences by `components.common.split_sentences` (after `.`, `!` or `?`
+and a space, not before a lowercase word nor after "e.g."), then, if still too long,
+at the last space before the limit (or hard at the limit).
 
 A file is read whole by one worker (documents may span many lines, so a file can't
 be split at arbitrary offsets, as in the original); many files read in parallel.
@@ -54,7 +55,7 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from components import common, runners
+from components import cli, common, runners
 
 STAGE = "example_gen"
 FORMATS = ("auto", "sentences", "lines", "jsonl", "documents")
@@ -74,8 +75,6 @@ BAD_RECORD_COUNTERS = (
 STATS_TAG = "stats"
 _BINARY_SNIFF_BYTES = 8192
 _READ_CHUNK = 1 << 20
-# After . ! or ?, possibly followed by one closing quote or bracket.
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"')\]])\s+")
 
 logger = logging.getLogger(__name__)
 
@@ -135,28 +134,6 @@ class ExampleGenSpec:
 
 
 # --- pure logic ------------------------------------------------------------------
-
-
-def split_sentences(text, max_sentence_chars):
-    """Splits text into sentences, none longer than `max_sentence_chars`.
-
-    Example:
-        >>> split_sentences("One. Two!  Three", 100)
-        ['One.', 'Two!', 'Three']
-    """
-    sentences = []
-    for paragraph in text.splitlines():
-        for sentence in _SENTENCE_END.split(paragraph):
-            sentence = sentence.strip()
-            while len(sentence) > max_sentence_chars:
-                cut = sentence.rfind(" ", 0, max_sentence_chars + 1)
-                if cut <= 0:
-                    cut = max_sentence_chars
-                sentences.append(sentence[:cut].strip())
-                sentence = sentence[cut:].strip()
-            if sentence:
-                sentences.append(sentence)
-    return sentences
 
 
 def pattern_base(pattern):
@@ -271,7 +248,7 @@ def parse_corpus_lines(lines, source, file_format, options, stats):
         if text is None or not text.strip():
             continue
         if file_format == "lines":
-            sentences = split_sentences(text, options.max_sentence_chars)
+            sentences = common.split_sentences(text, options.max_sentence_chars)
             doc_id = None
         else:
             try:
@@ -293,7 +270,7 @@ def parse_corpus_lines(lines, source, file_format, options, stats):
                 if not isinstance(value, str):
                     stats["missing_text_field"] += 1
                     continue
-                sentences = split_sentences(value, options.max_sentence_chars)
+                sentences = common.split_sentences(value, options.max_sentence_chars)
                 doc_id = None
         if not sentences:
             stats["empty_documents"] += 1
@@ -339,7 +316,7 @@ def _parse_sentences(lines, source, options, stats):
         text = text.strip()
         if len(text) > options.max_sentence_chars:
             stats["split_long_lines"] += 1
-            sentences.extend(split_sentences(text, options.max_sentence_chars))
+            sentences.extend(common.split_sentences(text, options.max_sentence_chars))
         elif text:
             sentences.append(text)
     document = finish()
@@ -555,7 +532,7 @@ def main(argv=None):
     parser.add_argument("--output", required=True, help="Output directory.")
     parser.add_argument("--num_shards", type=int, default=0)
     add_read_arguments(parser)
-    args, pipeline_args = parser.parse_known_args(argv)
+    args, pipeline_args = cli.parse_with_beam_args(parser, argv)
     spec = ExampleGenSpec(
         input_pattern=args.input,
         output_dir=args.output,

@@ -209,12 +209,6 @@ class FinetuneSpec:
 # Task families: sidecar → examples, predictions → metrics and records.
 
 
-def _softmax(logits):
-    logits = np.asarray(logits, dtype=np.float64)
-    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def _masked_token_loss(y_true, y_pred):
     """Token cross-entropy averaged over labelled positions (label != -100)."""
     from keras import ops
@@ -282,7 +276,7 @@ class _TextTask:
             records = [{"guid": e.guid, "text": e.text, "text_b": e.text_b, "label": g,
                         "prediction": p} for e, g, p in zip(examples, gold, predicted)]
             return metrics, records
-        probs = _softmax(logits)
+        probs = tasks.softmax(logits)
         predicted = probs.argmax(axis=-1).tolist()
         gold = dev["y"]["logits"].tolist()
         metrics = metrics_lib.classification_metrics(gold, predicted, classes=list(range(len(self.labels))))

@@ -52,6 +52,7 @@ from keras_bert import optimization
 from keras_bert import precision
 from keras_bert import training
 from keras_bert.config import PRESETS, resolve_config
+from keras_bert.tokenizer import load_vocab
 
 STAGE = "pretrain"
 METRICS_FILE = "pretrain_metrics.json"
@@ -192,7 +193,7 @@ Spec = PretrainSpec
 
 
 def _vocab_size(vocab_path):
-    return len(data_lib.read_vocab(vocab_path))
+    return len(load_vocab(vocab_path))
 
 
 def resolve_model_config(spec):

@@ -581,7 +581,6 @@ def build(pipeline, spec, run_id=None):
             Defaults to a random one.
     """
     vocab_tokens = vocab_lib.read_vocab_tokens(spec.vocab_path)
-    vocab_lib.validate_vocab(vocab_tokens, spec.vocab_path)
     vocab_info = instances_lib.VocabInfo.from_tokens(vocab_tokens)
     options = spec.instance_options
 
@@ -718,7 +717,7 @@ def parse_args(argv=None):
     parser.add_argument("--records_per_shard", type=int, default=d.records_per_shard)
     parser.add_argument("--docs_per_bucket", type=int, default=d.docs_per_bucket)
     example_gen.add_read_arguments(parser)
-    args, pipeline_args = parser.parse_known_args(argv)
+    args, pipeline_args = cli.parse_with_beam_args(parser, argv)
     spec = PretrainingDataSpec(
         input_pattern=args.input,
         vocab_path=args.vocab,

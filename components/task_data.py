@@ -398,7 +398,7 @@ def parse_args(argv=None):
     parser.add_argument("--labels", default=None, help="Comma-separated label set (default: from train).")
     parser.add_argument("--max_reported_bad_records", type=int, default=d.max_reported_bad_records)
     add_read_arguments(parser)
-    args, pipeline_args = parser.parse_known_args(argv)
+    args, pipeline_args = cli.parse_with_beam_args(parser, argv)
     spec = TaskDataSpec(
         task=args.task, train=args.train, dev=args.dev, test=args.test, vocab_path=args.vocab,
         output_dir=args.output, do_lower_case=args.do_lower_case,

@@ -4,10 +4,13 @@ Learning: Beam counts the words of the documents (BERT's basic tokenization: tex
 cleaning, optional lower-casing and accent stripping, splitting on whitespace,
 punctuation and CJK characters), then one worker runs a WordPiece learner on the
 word counts: `keras_bert.vocab_learner.learn_wordpiece_vocab` (tensorflow-text's
-learner). The vocabulary starts with `[PAD] [UNK] [CLS] [SEP] [MASK]` (ids 0 to 4).
+learner). The vocabulary starts with `[PAD] [UNK] [CLS] [SEP] [MASK]` (ids 0 to 4)
+and has exactly `vocab_size` tokens. A corpus with too few distinct words for that
+size stops the stage with an error that says the largest size it gives; that
+largest vocabulary is left in `<output_dir>/largest_vocab.txt` (and no `vocab.txt`).
 
-Copying: `vocab_file` is validated (it must contain the five special tokens, each
-once, and no empty line) and copied.
+Copying: `vocab_file` is read by the rules of `keras_bert.tokenizer.load_vocab` (it
+must contain the five special tokens, each once, and no empty line) and copied.
 
 Either way the result is `<output_dir>/vocab.txt`, one token per line, id = line.
 
@@ -19,6 +22,7 @@ import argparse
 import collections
 import dataclasses
 import functools
+import json
 import logging
 
 import apache_beam as beam
@@ -27,15 +31,17 @@ from apache_beam.io.filesystems import FileSystems
 
 from components import cli, common, example_gen, runners
 from keras_bert import features as F
-from keras_bert.tokenizer import basic_tokenize
-from keras_bert.vocab_learner import learn_wordpiece_vocab
+from keras_bert.tokenizer import VocabularyError, basic_tokenize, parse_vocab
+from keras_bert.vocab_learner import VocabSizeError, learn_wordpiece_vocab
 
 STAGE = "vocab"
 logger = logging.getLogger(__name__)
 
 
-class VocabError(ValueError):
-    """A vocabulary file is unusable (missing special tokens, duplicates, empty lines)."""
+# No vocabulary: nothing to learn from, too few distinct words, a bad spec, or a
+# given file that is unusable (not UTF-8, a special token missing, a token twice, an
+# empty line). One error type with the vocabulary reader's.
+VocabError = VocabularyError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +53,11 @@ class VocabSpec:
         input_pattern: documents (or any corpus `example_gen` reads) to learn from.
             Defaults to None (then `vocab_file` is required).
         vocab_file: an existing vocab.txt to copy instead of learning. Defaults to None.
-        vocab_size: the learnt vocabulary's maximum size. Defaults to 30522.
+        vocab_size: the learnt vocabulary's size. Defaults to 30522.
         do_lower_case: lower-case and strip accents before counting. Defaults to True.
         min_word_count: rarer words are not passed to the learner. Defaults to 1.
-        lower_thresh: the learner's lowest piece-count threshold; lower it for
-            small corpora, which otherwise give fewer than `vocab_size` tokens.
-            Defaults to 10.
+        lower_thresh: the lowest count of a learnt piece; above 1 it refuses
+            rare pieces (and may then not reach `vocab_size`). Defaults to 1.
         read: `example_gen.ReadOptions` for the input. Defaults to ReadOptions().
     """
 
@@ -62,7 +67,7 @@ class VocabSpec:
     vocab_size: int = 30522
     do_lower_case: bool = True
     min_word_count: int = 1
-    lower_thresh: int = 10
+    lower_thresh: int = 1
     read: example_gen.ReadOptions = example_gen.ReadOptions()
 
     def __post_init__(self):
@@ -74,6 +79,15 @@ class VocabSpec:
     @property
     def vocab_path(self):
         return FileSystems.join(self.output_dir, "vocab.txt")
+
+    @property
+    def largest_vocab_path(self):
+        """Where the largest vocabulary goes when the corpus can't give `vocab_size`."""
+        return FileSystems.join(self.output_dir, "largest_vocab.txt")
+
+    @property
+    def shortfall_path(self):
+        return FileSystems.join(self.output_dir, "vocab_shortfall.json")
 
 
 # --- pure logic ------------------------------------------------------------------
@@ -107,61 +121,60 @@ def document_word_counts(document, do_lower_case):
     return collections.Counter(document_words(document, do_lower_case)).items()
 
 
-def validate_vocab(tokens, source):
-    """Checks a vocabulary given as its tokens in id order.
-
-    Raises:
-        VocabError: naming `source`, when a special token is missing or repeated, a
-            line is empty, or a token repeats.
-    """
-    for line, token in enumerate(tokens, start=1):
-        if not token:
-            raise VocabError(f"{source}: line {line} is empty; expected one token per line")
-    missing = [t for t in F.SPECIAL_TOKENS if t not in tokens]
-    if missing:
-        raise VocabError(f"{source}: missing special tokens {missing}; a BERT vocabulary needs {list(F.SPECIAL_TOKENS)}")
-    seen = {}
-    for line, token in enumerate(tokens, start=1):
-        if token in seen:
-            raise VocabError(f"{source}: token {token!r} on lines {seen[token]} and {line}")
-        seen[token] = line
-
-
-def learn_vocab(word_counts, vocab_size, do_lower_case=True, lower_thresh=10):
+def learn_vocab(word_counts, vocab_size, do_lower_case=True, lower_thresh=1):
     """Learns a WordPiece vocabulary with `keras_bert.vocab_learner`; special tokens first.
 
     Args:
         word_counts: iterable of `(word, count)`, in any order.
-        vocab_size: the maximum size.
+        vocab_size: the vocabulary's size.
         do_lower_case: as the tokenizer that will use it. Defaults to True.
-        lower_thresh: the lowest piece count the learner tries; lower it for small
-            corpora. Defaults to 10.
+        lower_thresh: the lowest count of a learnt piece. Defaults to 1.
 
     Returns:
-        list of tokens, id order.
+        list of `vocab_size` tokens, id order.
+
+    Raises:
+        keras_bert.vocab_learner.VocabSizeError: the words can't give `vocab_size`
+            tokens (it carries the largest vocabulary they give).
     """
     word_counts = sorted(word_counts, key=lambda wc: (-wc[1], wc[0]))  # Order-independent result.
-    vocab = learn_wordpiece_vocab(
+    return learn_wordpiece_vocab(
         word_counts, vocab_size, do_lower_case=do_lower_case, lower_thresh=lower_thresh
     )
-    validate_vocab(vocab, "the learnt vocabulary")
-    return vocab
 
 
 def read_vocab_tokens(path):
-    """The tokens of a vocab.txt (any Beam filesystem), in id order."""
+    """The tokens of a vocab.txt on any Beam filesystem, in id order (checked as
+    `keras_bert.tokenizer.load_vocab` checks them)."""
     with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
-        text = handle.read().decode("utf-8")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.strip() for line in lines]
+        return parse_vocab(handle.read(), path)
 
 
 def write_vocab_tokens(tokens, path):
+    """Writes `vocab.txt` (one token per line) on any Beam filesystem; returns `path`."""
     with FileSystems.create(path, mime_type="text/plain") as handle:
-        handle.write(("\n".join(tokens) + "\n").encode("utf-8"))
+        handle.write("".join(token + "\n" for token in tokens).encode("utf-8"))
     return path
+
+
+def learn_and_write(word_counts, spec):
+    """Learns the vocabulary of `spec` and writes it; returns the path written.
+
+    When the words can't give `spec.vocab_size` tokens, the largest vocabulary they
+    give goes to `spec.largest_vocab_path` and the reason to `spec.shortfall_path`
+    (an exception raised inside a Beam step would reach the caller reworded, or not
+    at all, depending on the runner), and `run` raises.
+    """
+    try:
+        tokens = learn_vocab(word_counts, spec.vocab_size, spec.do_lower_case, spec.lower_thresh)
+    except VocabSizeError as e:
+        write_vocab_tokens(e.vocab, spec.largest_vocab_path)
+        with FileSystems.create(spec.shortfall_path, mime_type="application/json") as handle:
+            handle.write(json.dumps({"reason": str(e), "vocab_size": spec.vocab_size,
+                                     "largest_vocab_size": len(e.vocab),
+                                     "distinct_words": e.distinct_words}).encode("utf-8"))
+        return spec.largest_vocab_path
+    return write_vocab_tokens(tokens, spec.vocab_path)
 
 
 # --- Beam ------------------------------------------------------------------------
@@ -184,8 +197,7 @@ def build(pipeline, spec):
     return (
         runners.gather(counts, "GatherCounts")
         | "LearnWordPiece"
-        >> beam.Map(learn_vocab, spec.vocab_size, spec.do_lower_case, spec.lower_thresh)
-        | "WriteVocab" >> beam.Map(write_vocab_tokens, spec.vocab_path)
+        >> beam.Map(learn_and_write, spec)
     )
 
 
@@ -195,21 +207,35 @@ def run(spec, pipeline_args=None):
     Args:
         spec: a `VocabSpec`.
         pipeline_args: Beam options as command-line strings (learning only).
+
+    Raises:
+        VocabError: no words to learn from, or too few distinct words for
+            `spec.vocab_size` tokens (the message says how many the corpus gives).
+            Also: `spec.vocab_file` is unusable.
     """
     if spec.vocab_file is not None:
         tokens = read_vocab_tokens(spec.vocab_file)
-        validate_vocab(tokens, spec.vocab_file)
         write_vocab_tokens(tokens, spec.vocab_path)
         common.log_stage(STAGE, f"copied {len(tokens)} tokens from {spec.vocab_file} -> {spec.vocab_path}")
         return spec.vocab_path
-    if FileSystems.exists(spec.vocab_path):  # So that a stale file can't pass for a result.
-        FileSystems.delete([spec.vocab_path])
+    # So that a stale file can't pass for a result.
+    stale = [p for p in (spec.vocab_path, spec.largest_vocab_path, spec.shortfall_path)
+             if FileSystems.exists(p)]
+    if stale:
+        FileSystems.delete(stale)
     with runners.pipeline(pipeline_args) as pipeline:
         build(pipeline, spec)
+    if FileSystems.exists(spec.shortfall_path):
+        with FileSystems.open(spec.shortfall_path) as handle:
+            shortfall = json.loads(handle.read().decode("utf-8"))
+        raise VocabError(
+            f"{spec.input_pattern}: {shortfall['reason']}. The largest vocabulary this corpus "
+            f"gives ({shortfall['largest_vocab_size']} tokens) is in {spec.largest_vocab_path}; "
+            f"ask for --vocab_size {shortfall['largest_vocab_size']} or less, or learn from a "
+            "larger corpus")
     if not FileSystems.exists(spec.vocab_path):
         raise VocabError(f"{spec.input_pattern}: no words to learn a vocabulary from")
     tokens = read_vocab_tokens(spec.vocab_path)
-    validate_vocab(tokens, spec.vocab_path)
     common.log_stage(STAGE, f"done: learnt {len(tokens)} tokens -> {spec.vocab_path}")
     return spec.vocab_path
 
@@ -221,10 +247,11 @@ def main(argv=None):
     parser.add_argument("--output", required=True, help="Output directory.")
     parser.add_argument("--vocab_size", type=int, default=30522)
     parser.add_argument("--min_word_count", type=int, default=1)
-    parser.add_argument("--lower_thresh", type=int, default=10)
+    parser.add_argument("--lower_thresh", type=int, default=1,
+                        help="The lowest count of a learnt piece.")
     cli.add_bool_flag(parser, "do_lower_case", True, "Uncased tokenization.")
     example_gen.add_read_arguments(parser)
-    args, pipeline_args = parser.parse_known_args(argv)
+    args, pipeline_args = cli.parse_with_beam_args(parser, argv)
     spec = VocabSpec(
         output_dir=args.output,
         input_pattern=args.input,

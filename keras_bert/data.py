@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from keras_bert import features as F
 from keras_bert import masking
+from keras_bert.tokenizer import load_vocab
 
 INPUT_FEATURES = (F.INPUT_IDS, F.SEGMENT_IDS, F.INPUT_MASK, F.MASKED_LM_POSITIONS)
 LABEL_FEATURES = (F.MASKED_LM_IDS, F.MASKED_LM_WEIGHTS, F.NEXT_SENTENCE_LABELS)
@@ -68,12 +69,6 @@ def split_features(example):
     return x, y
 
 
-def read_vocab(vocab_path):
-    """The tokens of a `vocab.txt`, one per line, in id order."""
-    with tf.io.gfile.GFile(vocab_path, "r") as f:
-        return [line.rstrip("\n").strip() for line in f]
-
-
 def dynamic_masking_fn(vocab_path, max_predictions_per_seq, masked_lm_prob=0.15,
                        whole_word_mask=False):
     """`masking.make_dynamic_masking_fn` configured from a vocabulary file.
@@ -87,11 +82,8 @@ def dynamic_masking_fn(vocab_path, max_predictions_per_seq, masked_lm_prob=0.15,
         masked_lm_prob: share of tokens to mask. Defaults to 0.15.
         whole_word_mask: mask whole words. Defaults to False.
     """
-    tokens = read_vocab(vocab_path)
+    tokens = load_vocab(vocab_path)  # (checks the special tokens)
     index = {t: i for i, t in enumerate(tokens)}
-    missing = [t for t in (F.MASK_TOKEN, F.CLS_TOKEN, F.SEP_TOKEN, F.PAD_TOKEN) if t not in index]
-    if missing:
-        raise InputFilesError(f"{vocab_path}: vocabulary lacks {', '.join(missing)}")
     return masking.make_dynamic_masking_fn(
         vocab_size=len(tokens), max_predictions_per_seq=max_predictions_per_seq,
         mask_id=index[F.MASK_TOKEN],

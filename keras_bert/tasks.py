@@ -634,13 +634,19 @@ def _best_indexes(logits, n):
     return [i for i, _ in sorted(enumerate(logits), key=lambda x: x[1], reverse=True)[:n]]
 
 
-def _softmax(scores):
-    if not scores:
-        return []
-    top = max(scores)
-    exps = [math.exp(s - top) for s in scores]
-    total = sum(exps)
-    return [e / total for e in exps]
+def softmax(logits, axis=-1):
+    """Softmax in float64 over `axis` (numpy; the max is subtracted first).
+
+    Args:
+        logits: array-like of scores.
+        axis: the axis that sums to 1. Defaults to -1.
+
+    Returns:
+        A float64 `np.ndarray` of the shape of `logits`.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    e = np.exp(logits - logits.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
 
 
 def squad_nbest(example, features, start_logits, end_logits, n_best_size=20,
@@ -713,8 +719,8 @@ def squad_nbest(example, features, start_logits, end_logits, n_best_size=20,
     if not nbest:
         nbest.append({"text": "", "start": None, "end": None, "score": 0.0,
                       "start_logit": 0.0, "end_logit": 0.0})
-    for entry, probability in zip(nbest, _softmax([n["score"] for n in nbest])):
-        entry["probability"] = probability
+    for entry, probability in zip(nbest, softmax([n["score"] for n in nbest])):
+        entry["probability"] = float(probability)
         del entry["score"]
     best = next((n for n in nbest if n["text"]), None)
     null_diff = None

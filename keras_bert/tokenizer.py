@@ -314,8 +314,9 @@ def load_vocab(vocab_path):
     """Reads a BERT `vocab.txt`: one token per line, the line number is the id.
 
     Lines are split on "\\n" only and stripped of surrounding whitespace, as the
-    original `load_vocab` does. Unlike the original, a token listed twice is an
-    error (the original silently keeps the last id).
+    original `load_vocab` does. Unlike the original, an empty line or a token
+    listed twice is an error (the original keeps an empty token, and the last id
+    of a repeated one). The one vocabulary reader of the project.
 
     Args:
         vocab_path: path of the vocabulary file (any `tf.io.gfile` path).
@@ -324,11 +325,24 @@ def load_vocab(vocab_path):
         A list of tokens, index = id.
 
     Raises:
-        VocabularyError: the file is not UTF-8, lists a token twice or lacks one of
-            `features.SPECIAL_TOKENS`.
+        VocabularyError: the file is not UTF-8, has an empty line, lists a token
+            twice or lacks one of `features.SPECIAL_TOKENS`.
     """
     with tf.io.gfile.GFile(vocab_path, "rb") as f:
-        data = f.read()
+        return parse_vocab(f.read(), vocab_path)
+
+
+def parse_vocab(data, source):
+    """The tokens of a `vocab.txt` read by other means (`load_vocab`'s rules and errors).
+
+    Args:
+        data: the file's bytes.
+        source: the file's name, for error messages.
+
+    Returns:
+        A list of tokens, index = id.
+    """
+    vocab_path = source
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -341,6 +355,8 @@ def load_vocab(vocab_path):
     tokens = [line.strip() for line in lines]
     seen = {}
     for i, token in enumerate(tokens):
+        if not token:
+            raise VocabularyError(f"{vocab_path}: line {i + 1} is empty; expected one token per line")
         if token in seen:
             raise VocabularyError(
                 f"{vocab_path}: token {token!r} on line {i + 1} already appears on line "
@@ -860,9 +876,10 @@ class InGraphBertTokenizer(_VocabularyInfo, tf.Module):
 
     def __init__(self, vocab_path, do_lower_case=True, name=None):
         super().__init__(name=name)
-        tokens = load_vocab(vocab_path)
         with tf.io.gfile.GFile(vocab_path, "rb") as f:
-            raw_lines = f.read().decode("utf-8").split("\n")
+            data = f.read()
+        tokens = parse_vocab(data, vocab_path)
+        raw_lines = data.decode("utf-8").split("\n")
         for i, (line, token) in enumerate(zip(raw_lines, tokens)):
             if line.rstrip("\r") != token:
                 raise VocabularyError(

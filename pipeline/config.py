@@ -1,7 +1,8 @@
 """Pipeline configuration: one frozen dataclass, from flags and an optional YAML/JSON file.
 
-Known flags are parsed first; everything else (e.g. `--runner=FlinkRunner ...`) is
-returned untouched for Beam's `PipelineOptions`. A `--config FILE` (YAML or JSON with
+Known flags are parsed first; everything else (e.g. `--runner=FlinkRunner ...`) must be
+a Beam pipeline option and is returned untouched for Beam's `PipelineOptions` (a
+misspelt or retired flag is a usage error: `components.cli.parse_with_beam_args`). A `--config FILE` (YAML or JSON with
 the same keys as the flags) is applied first and flags given on the command line win.
 Boolean flags take `--flag`, `--noflag` or `--flag=true|false`.
 """
@@ -11,7 +12,7 @@ import dataclasses
 import json
 import os
 
-from components.cli import add_bool_flag
+from components.cli import add_bool_flag, parse_with_beam_args
 from keras_bert import precision
 
 
@@ -35,7 +36,10 @@ class PipelineConfig:
         init_checkpoint: a pre-trained checkpoint folder (HF, original or ours); skips
             pre-training. Defaults to None.
         vocab: a given vocab.txt instead of learning one. Defaults to None.
-        vocab_size: size of a learned vocabulary. Defaults to 8000.
+        vocab_size: size of a learned vocabulary; a corpus with too few distinct
+            words for it stops the Vocab stage. Defaults to 2856: the pieces seen at
+            least 10 times in the embedded corpus (about 8,800 distinct words); give
+            about 30,000 for a large corpus.
         do_lower_case: uncased tokenization. Defaults to True.
         model: BertConfig preset or JSON file for pre-training. Defaults to "mini" (L4/H256).
         max_seq_length: tokens per sequence. Defaults to 128.
@@ -75,7 +79,7 @@ class PipelineConfig:
     test: str = None
     init_checkpoint: str = None
     vocab: str = None
-    vocab_size: int = 8000
+    vocab_size: int = 2856
     do_lower_case: bool = True
     model: str = "mini"
     max_seq_length: int = 128
@@ -148,11 +152,6 @@ def _load_file(path):
     return values
 
 
-# Flags renamed for one name per concept: the old spelling is an error, not a Beam flag.
-RETIRED_FLAGS = {"init": "init_checkpoint", "seed": "random_seed",
-                 "weight_decay": "weight_decay_rate"}
-
-
 def build_parser():
     """The `python -m pipeline.run` flag parser: `--config FILE` and one flag per field."""
     parser = argparse.ArgumentParser(prog="python -m pipeline.run", allow_abbrev=False,
@@ -175,11 +174,7 @@ def build_parser():
 def parse_flags(argv=None):
     """argv → (PipelineConfig, the remaining args for Beam's `PipelineOptions`)."""
     parser = build_parser()
-    args, beam_args = parser.parse_known_args(argv)
-    for arg in beam_args:
-        name = arg.split("=", 1)[0].lstrip("-")
-        if arg.startswith("--") and name in RETIRED_FLAGS:
-            parser.error(f"--{name} is now --{RETIRED_FLAGS[name]}")
+    args, beam_args = parse_with_beam_args(parser, argv)
     values = _load_file(args.config) if args.config else {}
     values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
     try:

@@ -10,7 +10,8 @@ goes to Beam's `PipelineOptions` unchanged. A second run with the same inputs an
 parameters reuses finished stages; `--force STAGE` reruns that stage and the ones
 after it; an interrupted run resumes where it stopped (training from its checkpoint).
 At the end: `report.md` in the pipeline root, and (unless `--serve_check false`) the
-pushed model is served by `serving.server`, queried once over gRPC, and stopped.
+pushed model is served by `serving.server`, queried once over gRPC, and stopped; the
+closing lines give the commands that start a server on the pushed model and query it.
 """
 
 import json
@@ -97,9 +98,14 @@ def main(argv=None):
     from pipeline import report
     report_path = report.write_report(config, records)
     _line(f"report: {report_path}")
-    if config.serve_check and records.get("Push", {}).get("outputs", {}).get("pushed"):
-        from pipeline import serve_check
-        serve_check.query_once(config, records)
+    from pipeline import serve_check
+    if records.get("Push", {}).get("outputs", {}).get("pushed"):
+        if config.serve_check:
+            serve_check.query_once(config, records)
+        for line in serve_check.how_to_serve(config, records):
+            _line(line)
+    else:
+        _line("nothing pushed (the model was not blessed): no model to serve")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""End of `make run`: serve the pushed model, send one gRPC request, print, stop."""
+"""End of `make run`: serve the pushed model, send one gRPC request, print, stop; then
+say how to start the server on the pushed model and query it."""
 
 import json
 import os
@@ -25,6 +26,28 @@ def client_command(config, port, records=None):
             f"\"{texts[0]}\"{second}")
 
 
+def server_command(config, grpc_port=8500, rest_port=8501):
+    """The shell command that serves the pushed model (all its versions' latest)."""
+    base = os.path.abspath(os.path.join(config.serving_base_path, config.model_name))
+    return (f"python -m serving.server --port {grpc_port} --rest_api_port {rest_port} "
+            f"--model_name {config.model_name} --model_base_path {base}")
+
+
+def how_to_serve(config, records, grpc_port=8500, rest_port=8501):
+    """The closing lines of a run: how to start a server on the pushed model and query it.
+
+    Returns:
+        A list of lines (commands to run in a shell, each with a short lead-in).
+    """
+    texts, texts_b = sample_inputs(config, records)
+    instance = {"text": texts[0]} if texts_b is None else {"text": texts[0], "text_b": texts_b[0]}
+    rest = json.dumps({"instances": [instance]})
+    return [f"serve the pushed model: {server_command(config, grpc_port, rest_port)}",
+            f"then query it over gRPC: {client_command(config, grpc_port, records)}",
+            f"or over REST: curl -d '{rest}' "
+            f"localhost:{rest_port}/v1/models/{config.model_name}:predict"]
+
+
 def query_once(config, records):
     """Starts `serving.server` on free ports, queries the model once over gRPC, stops it."""
     from serving import client
@@ -38,8 +61,6 @@ def query_once(config, records):
         result = client.predict_text(server.grpc_target, config.model_name, texts, texts_b)
         shown = texts[0] if texts_b is None else (texts[0], texts_b[0])
         common.log_stage("serve", f"gRPC Predict {shown!r} ->\n{json.dumps(client.to_json(result), indent=2)}")
-        common.log_stage("serve", f"to query it yourself while a server runs: "
-              f"{client_command(config, server.grpc_port, records)}")
         return client.to_json(result)
     finally:
         code = server.stop()

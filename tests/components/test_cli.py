@@ -4,13 +4,16 @@ Builds the parsers of `components.pretrain`, `components.finetune`,
 `components.evaluate` and `pipeline.run` (no training) and checks that retired flag
 names are refused, that every boolean flag takes `--flag`, `--noflag` and
 `--flag=true|false`, and that `--mixed_precision` accepts only its documented values.
+The Beam jobs' command lines (and the pipeline's) hand Beam only Beam's options: a
+misspelt or retired flag is a usage error.
 """
 
 import argparse
 
 import pytest
 
-from components import cli, evaluate, finetune, pretrain
+from components import cli, evaluate, example_gen, finetune, pretrain, pretraining_data
+from components import task_data, vocab
 from keras_bert import precision
 from pipeline import config as pipeline_config
 
@@ -123,3 +126,57 @@ def test_mixed_precision_values_are_validated_once():
                               task_data_dir="d", mixed_precision="fp8")
     with pytest.raises(pipeline_config.PipelineConfigError, match="--mixed_precision"):
         pipeline_config.PipelineConfig(mixed_precision="fp8")
+
+
+# The Beam jobs' command lines: (entry point, the required flags, a misspelt flag and
+# the flag meant). Each returns or runs before any Beam job when a flag is refused.
+BEAM_CLIS = {
+    "example_gen": (lambda argv: example_gen.main(argv), ["--input", "in", "--output", "o"],
+                    "--num_shard", "--num_shards"),
+    "vocab": (lambda argv: vocab.main(argv), ["--input", "in", "--output", "o"],
+              "--vocab_sise", "--vocab_size"),
+    "pretraining_data": (pretraining_data.parse_args,
+                         ["--input", "in", "--vocab", "v", "--output", "o"],
+                         "--dupe_factr", "--dupe_factor"),
+    "task_data": (task_data.parse_args,
+                  ["--task", "ner", "--train", "t", "--vocab", "v", "--output", "o"],
+                  "--doc_strid", "--doc_stride"),
+    "pipeline": (pipeline_config.parse_flags, [], "--vocab_sise", "--vocab_size"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BEAM_CLIS))
+def test_beam_jobs_refuse_misspelt_flags_instead_of_handing_them_to_beam(name, capsys):
+    entry, required, typo, meant = BEAM_CLIS[name]
+    with pytest.raises(SystemExit) as exit_info:
+        entry(required + ["--runner=DirectRunner", f"{typo}=3", "--direct_num_workers=2"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert ("neither this command's flags nor Beam pipeline options: "
+            f"{typo} (did you mean {meant}") in err, err
+    # A flag of another command of the project is no Beam option either.
+    with pytest.raises(SystemExit):
+        entry(required + ["--pretrain_steps=3" if name != "pipeline" else "--num_shards=2"])
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(BEAM_CLIS))
+def test_beam_jobs_refuse_retired_flag_names(name, capsys):
+    entry, required = BEAM_CLIS[name][:2]
+    for retired, new in (("--seed=3", "--random_seed"), ("--init_dir=c", "--init_checkpoint")):
+        with pytest.raises(SystemExit):
+            entry(required + [retired])
+        assert f"{retired.split('=')[0]} is now {new}" in capsys.readouterr().err
+
+
+def test_beam_options_alone_reach_beam():
+    beam = ["--runner=DaskRunner", "--dask_npartitions=4", "--direct_num_workers", "2",
+            "--temp_location=/tmp/x", "--flink_master=host:8081", "--save_main_session"]
+    spec, pipeline_args = task_data.parse_args(BEAM_CLIS["task_data"][1] + beam[:2]
+                                               + ["--max_seq_length=32"] + beam[2:])
+    assert spec.max_seq_length == 32 and pipeline_args == beam
+    spec, pipeline_args = pretraining_data.parse_args(BEAM_CLIS["pretraining_data"][1]
+                                                      + ["--random_seed=7"])
+    assert spec.random_seed == 7 and pipeline_args == []
+    config, beam_args = pipeline_config.parse_flags(["--direct_num_workers=2", "--random_seed=1"])
+    assert config.random_seed == 1 and beam_args == ["--direct_num_workers=2"]

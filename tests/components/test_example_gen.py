@@ -24,13 +24,6 @@ def write(path, data):
     return path
 
 
-def test_split_sentences():
-    assert eg.split_sentences('He said "stop." Then left! Ok? yes', 100) == [
-        'He said "stop."', "Then left!", "Ok?", "yes"
-    ]
-    assert eg.split_sentences("aaaa bbbb cccc", 9) == ["aaaa bbbb", "cccc"]
-    assert eg.split_sentences("x" * 25, 10) == ["x" * 10, "x" * 10, "x" * 5]
-    assert eg.split_sentences("para one\npara two", 100) == ["para one", "para two"]
 
 
 def test_iter_lines_skips_overlong_lines_without_holding_them():

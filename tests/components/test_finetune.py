@@ -17,6 +17,7 @@ import pytest
 
 from components import finetune
 from keras_bert import checkpoints
+from keras_bert import tasks
 from keras_bert.config import BertConfig
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -234,7 +235,7 @@ def test_classification_beats_majority_and_keeps_best(tmp_path, tiny_init):
     assert best.heads == "classifier" and (out / "best" / "labels.txt").read_text() == "neg\npos\n"
     tok = best.tokenizer()
     batch = tok.encode_batch([r["text"] for r in records[:8]], max_seq_length=24)
-    probs = finetune._softmax(np.asarray(best.model(batch, training=False)["logits"]))
+    probs = tasks.softmax(np.asarray(best.model(batch, training=False)["logits"]))
     expected = np.array([[r["probabilities"]["neg"], r["probabilities"]["pos"]] for r in records[:8]])
     np.testing.assert_allclose(probs, expected, atol=1e-4)
     metrics = json.loads((out / "metrics.json").read_text())

@@ -48,7 +48,7 @@ def _spec(golden, tmp_path, **kw):
         batch_size=len(golden["sentences"]), epochs=recipe["steps"],
         learning_rate=recipe["learning_rate"],
         warmup_proportion=recipe["warmup_steps"] / recipe["steps"],
-        weight_decay_rate=recipe["weight_decay"], dropout=0.0, labels=tuple(golden["labels"]),
+        weight_decay_rate=recipe["weight_decay_rate"], dropout=0.0, labels=tuple(golden["labels"]),
         random_seed=0, verbose=0, **kw)
 
 

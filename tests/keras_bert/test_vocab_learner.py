@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from keras_bert import features
 from keras_bert.tokenizer import BertTokenizer, InGraphBertTokenizer
-from keras_bert.vocab_learner import count_words, learn_wordpiece_vocab, write_vocab
+from keras_bert.tokenizer import CONTINUATION_PREFIX
+from keras_bert.vocab_learner import VocabSizeError, count_words, learn_wordpiece_vocab, write_vocab
 
 
 @pytest.fixture(scope="module")
@@ -17,9 +18,9 @@ def corpus():
 
 def test_learned_vocab_covers_its_training_words(corpus, tmp_path):
     counts = count_words(corpus)
-    vocab = learn_wordpiece_vocab(counts, vocab_size=400, lower_thresh=2)
+    vocab = learn_wordpiece_vocab(counts, vocab_size=400)
     assert vocab[:5] == list(features.SPECIAL_TOKENS)
-    assert len(vocab) == len(set(vocab)) and 0.9 * 400 <= len(vocab) <= 400
+    assert len(vocab) == len(set(vocab)) == 400
     assert any(t.startswith("##") for t in vocab)
     path = str(tmp_path / "vocab.txt")
     write_vocab(vocab, path)
@@ -37,11 +38,40 @@ def test_learned_vocab_covers_its_training_words(corpus, tmp_path):
 
 def test_words_are_normalized_like_the_tokenizer():
     counts = {"Héllo,": 50, "WORLD": 40, "naïve": 30, "中文": 20}
-    vocab = learn_wordpiece_vocab(counts, vocab_size=60)
+    vocab = learn_wordpiece_vocab(counts, vocab_size=36)
     assert {"hello", "world", "naive", ",", "中", "文"} <= set(vocab)
     assert "Héllo" not in vocab and "中文" not in vocab
-    cased = learn_wordpiece_vocab(list(counts.items()), vocab_size=60, do_lower_case=False)
+    cased = learn_wordpiece_vocab(list(counts.items()), vocab_size=42, do_lower_case=False)
     assert {"Héllo", "WORLD", "naïve"} <= set(cased)
+
+
+def test_delivers_the_size_asked_for_or_says_what_the_words_give(corpus):
+    counts = count_words(corpus)
+    sizes = {}
+    for size in (300, 800):
+        vocab = learn_wordpiece_vocab(counts, vocab_size=size)
+        assert len(vocab) == len(set(vocab)) == size
+        sizes[size] = vocab
+    # Trimming drops the rarest learnt pieces, never a character or its ## form.
+    chars = {c for w in counts for c in w}
+    for vocab in sizes.values():
+        assert chars | {CONTINUATION_PREFIX + c for c in chars} <= set(vocab)
+    # The tensorflow-text learner's own search stops at a count of 10 (and at 5%
+    # short): far below what these words give.
+    from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as tft
+    words = sorted(counts.items(), key=lambda wc: (-wc[1], wc[0]))
+    assert len(tft.learn(words, 800, list(features.SPECIAL_TOKENS), joiner="##")) < 400
+
+    with pytest.raises(VocabSizeError, match=r"too few distinct words for a vocabulary of "
+                       r"50000 tokens: \d+ distinct words give at most (\d+) tokens") as error:
+        learn_wordpiece_vocab(counts, vocab_size=50000)
+    largest = error.value.vocab
+    assert error.value.distinct_words == len(counts)
+    assert f"at most {len(largest)} tokens" in str(error.value)
+    assert len(sizes[800]) < len(largest) < 50000 and largest[:5] == list(features.SPECIAL_TOKENS)
+    assert learn_wordpiece_vocab(counts, vocab_size=len(largest)) == largest
+    with pytest.raises(VocabSizeError, match="too small for the words' alphabet"):
+        learn_wordpiece_vocab(counts, vocab_size=2 * len(chars))
 
 
 def test_bad_arguments():

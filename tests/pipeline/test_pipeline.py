@@ -6,6 +6,7 @@ server answering over gRPC), then a fully cached second run, then `--force Finet
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ import pytest
 
 STAGES = ["ExampleGen", "Vocab", "PretrainingData", "Pretrain", "TaskData", "Finetune",
           "Export", "Evaluate", "Push"]
-SMALL = ["--runner=DirectRunner", "--data_fraction=0.25", "--model=tiny", "--vocab_size=3000",
+SMALL = ["--runner=DirectRunner", "--data_fraction=0.25", "--model=tiny", "--vocab_size=1500",
          "--dupe_factor=2", "--pretrain_steps=300", "--pretrain_learning_rate=2e-4",
          "--pretrain_batch_size=32", "--finetune_epochs=10", "--finetune_learning_rate=5e-4",
          "--finetune_batch_size=16", "--max_seq_length=64",
@@ -71,6 +72,13 @@ def test_model_beats_majority_baseline_and_is_served(first_run):
     # The serve check really queried the pushed model over gRPC.
     assert "[serve] gRPC Predict" in out and '"probabilities"' in out
     assert "server stopped (exit code 0)" in out
+    # Then the closing lines say how to start a server on the pushed model.
+    closing = out[out.index("server stopped (exit code 0)"):]
+    command = closing.split("serve the pushed model: ", 1)[1].splitlines()[0]
+    from serving.server import build_arg_parser
+    served = build_arg_parser().parse_args(shlex.split(command)[3:])
+    assert os.path.join(served.model_base_path, "1") == os.path.abspath(push["path"])
+    assert "then query it over gRPC: python -m serving.client --server localhost:8500" in closing
     report = open(os.path.join(root, "report.md")).read()
     assert f"{evaluation['accuracy']:.4f}" in report
     assert os.path.exists(os.path.join(root, "finetuning.png"))

@@ -268,3 +268,24 @@ def test_example_gen_stage_reports_the_bad_records_it_counted(tmp_path):
     assert metrics["bad_records"] == 1
     assert metrics["documents"] >= 2
     assert outputs["train"] == "t.tsv" and outputs["test"] == "d.tsv"
+
+
+# -- closing lines ----------------------------------------------------------------------
+
+
+def test_closing_lines_start_a_server_on_the_pushed_model(tmp_path):
+    import shlex
+
+    from pipeline import serve_check
+    from serving.server import build_arg_parser
+    config = PipelineConfig(pipeline_root=str(tmp_path), model_name="m")
+    serve, grpc, rest = serve_check.how_to_serve(config, {}, grpc_port=8600, rest_port=8601)
+    argv = shlex.split(serve.split(": ", 1)[1])
+    assert argv[:3] == ["python", "-m", "serving.server"]
+    options = build_arg_parser().parse_args(argv[3:])
+    assert (options.port, options.rest_api_port, options.model_name) == (8600, 8601, "m")
+    assert options.model_base_path == os.path.join(str(tmp_path), "serving", "m")
+    assert shlex.split(grpc.split(": ", 1)[1])[3:7] == ["--server", "localhost:8600", "--model", "m"]
+    assert "localhost:8601/v1/models/m:predict" in rest
+    request = json.loads(shlex.split(rest.split(": ", 1)[1])[2])
+    assert request == {"instances": [{"text": serve_check.SAMPLE}]}
