@@ -14,7 +14,7 @@ returns markdown lines; a stage with something to show adds one.
 import json
 import os
 
-from pipeline.serve_check import client_command
+from pipeline.serve_check import client_command, server_command
 
 
 def _load_history(path):
@@ -343,11 +343,8 @@ def _serving_section(config, records):
         return []
     lines = ["## Serving", ""]
     if push.get("pushed"):
-        base = os.path.abspath(os.path.join(config.serving_base_path, config.model_name))
         lines += [f"Served model: `{config.model_name}` version {push['version']} at `{push['path']}`.", "",
-                  "Start a server and query it:", "", "```",
-                  f"python -m serving.server --port 8500 --rest_api_port 8501 "
-                  f"--model_name {config.model_name} --model_base_path {base}",
+                  "Start a server and query it:", "", "```", server_command(config),
                   client_command(config, 8500, records), "```", ""]
     else:
         lines += ["The model was not blessed, so nothing was pushed.", ""]
