@@ -93,11 +93,14 @@ def test_signature_rows_cut_entity_padding():
 
 @pytest.fixture(scope="module")
 def default_test_run(tmp_path_factory):
-    """A tiny classifier's SavedModel for the default task, and Predict's DirectRunner
-    run on the default test file with one malformed JSON line and one empty text added."""
+    """A tiny classifier's SavedModel for the default task, and the pipeline's Predict
+    stage (DirectRunner) on the default test file with one malformed JSON line and one
+    empty text added."""
     import keras
 
     from keras_bert import checkpoints, export
+    from pipeline import stages
+    from pipeline.config import PipelineConfig
     from tests.components.test_finetune import tiny_config, vocab_tokens
 
     root = tmp_path_factory.mktemp("predict")
@@ -116,11 +119,16 @@ def default_test_run(tmp_path_factory):
     exported = export.export_saved_model(model, str(root / "serving"), "bert",
                                          str(root / "vocab.txt"), max_seq_length=32,
                                          labels=list(default_data.TASK_PACKAGES), version=1)
+    config = PipelineConfig(pipeline_root=str(root / "run"), predict=str(test_file),
+                            predict_batch_size=BATCH)
+    upstream = {"Push": {"outputs": {"pushed": True, "path": exported.path}}}
+    outputs, metrics = stages._predict(config, DIRECT, upstream, str(root / "direct"))
     spec = predict.PredictSpec(export_dir=exported.path, input_pattern=str(test_file),
-                               output_dir=str(root / "direct"), batch_size=BATCH)
-    counts = predict.run(spec, DIRECT)
+                               output_dir=str(root / "direct"), task="classification",
+                               batch_size=BATCH)
     texts = [json.loads(line)["text"] for line in test_lines]
-    return {"spec": spec, "counts": counts, "texts": texts, "root": root,
+    return {"spec": spec, "counts": json.loads(open(spec.counts_path).read()), "texts": texts,
+            "root": root, "config": config, "record": {"outputs": outputs, "metrics": metrics},
             "serving_base": str(root / "serving"), "test_file": str(test_file)}
 
 
@@ -135,8 +143,6 @@ def test_bad_lines_are_counted_and_reported(default_test_run):
         f"{test_file}:4: malformed_json: not valid JSON (Expecting property name enclosed in "
         f"double quotes at column 2)",
         f"{test_file}:5: missing_text: the text is missing or empty"])
-    written = json.loads(open(default_test_run["spec"].counts_path).read())
-    assert written == counts
 
 
 @pytest.mark.slow
@@ -178,3 +184,27 @@ def test_dask_runner_writes_the_same_bytes(default_test_run, dask_args):
     assert counts == dict(default_test_run["counts"], outputs=spec.prediction_files())
     assert _files(spec.output_dir)[os.path.basename(spec.prediction_files()[0])] == \
         _files(direct.output_dir)[os.path.basename(direct.prediction_files()[0])]
+
+
+def test_pipeline_stage_runs_after_push_and_is_reported(default_test_run, tmp_path):
+    from pipeline import report, stages
+    from pipeline.config import PipelineConfig
+
+    config = default_test_run["config"]
+    assert [s.name for s in stages.plan(config)][-2:] == ["Push", "Predict"]
+    assert "Predict" not in [s.name for s in stages.plan(PipelineConfig())]
+    record = default_test_run["record"]
+    counts = default_test_run["counts"]
+    assert record["metrics"] == {"examples": counts["examples"],
+                                 "predictions": counts["predictions"], "bad_records": 2}
+    assert record["outputs"]["predictions"] == default_test_run["spec"].prediction_files()
+    # Not blessed, not pushed: nothing to predict with, and the record says so.
+    skipped, _ = stages._predict(config, DIRECT, {"Push": {"outputs": {"pushed": False}}},
+                                 str(tmp_path / "skipped"))
+    assert skipped["predicted"] is False
+    os.makedirs(config.pipeline_root)
+    text = open(report.write_report(config, {"Predict": dict(record, outcome="succeeded")})).read()
+    assert (f"{counts['examples']} examples read, {counts['predictions']} predictions in "
+            f"{counts['batches']} batches, 2 bad lines.") in text
+    assert "| malformed_json | 1 |" in text and "| missing_text | 1 |" in text
+    assert f"- {counts['bad_record_locations'][0]}" in text
