@@ -147,8 +147,7 @@ def test_bad_lines_are_counted_and_reported(default_test_run):
 
 @pytest.mark.slow
 def test_predictions_equal_the_servers_answers(default_test_run):
-    from serving import client
-    from serving.launcher import ServerProcess
+    from serving import client, server
 
     predictions = predict.read_predictions(default_test_run["spec"].output_dir)
     texts = default_test_run["texts"]
@@ -157,18 +156,18 @@ def test_predictions_equal_the_servers_answers(default_test_run):
     assert [p["id"] for p in predictions] == [f"{default_test_run['test_file']}:{n}"
                                               for n in numbers]
     assert [p["text"] for p in predictions] == texts
-    server = ServerProcess(["--model_name=bert",
-                            f"--model_base_path={default_test_run['serving_base']}/bert",
-                            "--tensorflow_intra_op_parallelism=1",
-                            "--tensorflow_inter_op_parallelism=1"], rest=False)
-    server.start(timeout_s=300)
+    # The project's model server, in this process, answering over gRPC.
+    model_server = server.ModelServer(server.parse_options([
+        "--port=0", "--rest_api_port=0", "--model_name=bert",
+        f"--model_base_path={default_test_run['serving_base']}/bert"]))
+    model_server.start()
     try:
         answers = []
         for start in range(0, len(texts), BATCH):  # the batches Predict ran
-            answers += evaluate.signature_rows(
-                client.predict_text(server.grpc_target, "bert", texts[start:start + BATCH]))
+            answers += evaluate.signature_rows(client.predict_text(
+                f"localhost:{model_server.grpc_port}", "bert", texts[start:start + BATCH]))
     finally:
-        assert server.stop() == 0
+        model_server.stop(grace_s=5)
     assert set(answers[0]) == {"label", "label_id", "probabilities"}
     assert all(p["label"] in default_data.TASK_PACKAGES for p in predictions)
     assert [{k: v for k, v in p.items() if k not in ("id", "text")} for p in predictions] == answers
