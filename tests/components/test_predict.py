@@ -76,6 +76,20 @@ def test_reading_task_follows_the_signature():
         predict.reading_task({"input_ids", "segment_ids", "input_mask"}, {"label"})
 
 
+def test_command_line_flags_and_beam_options():
+    spec, beam_args = predict.parse_args([
+        "--export_dir", "models/bert/1", "--input", "in/*.tsv", "--output", "out",
+        "--text_column", "sentence", "--header", "--batch_size=8", "--runner=DaskRunner",
+        "--dask_npartitions=4"])
+    assert (spec.export_dir, spec.input_pattern, spec.output_dir) == ("models/bert/1", "in/*.tsv", "out")
+    assert spec.batch_size == 8 and spec.read.text_column == "sentence" and spec.read.header
+    assert beam_args == ["--runner=DaskRunner", "--dask_npartitions=4"]
+    with pytest.raises(predict.PredictError, match="batch_size"):
+        predict.PredictSpec(export_dir="e", input_pattern="i", output_dir="o", batch_size=0)
+    with pytest.raises(predict.PredictError, match="no saved_model.pb"):
+        predict.run(predict.PredictSpec(export_dir="nowhere", input_pattern="i", output_dir="o"))
+
+
 def test_signature_rows_cut_entity_padding():
     outputs = {"entity_type": np.array([[b"PER", b""], [b"LOC", b"ORG"]], object),
                "entity_start": np.array([[0, -1], [3, 9]], np.int32),
