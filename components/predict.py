@@ -13,7 +13,7 @@ same formats and column flags), without labels:
   `text_b` for text pairs); labels in the file are ignored;
 - NER: CoNLL-style files (one word per line in the first column, a blank line between
   sentences; tag columns are ignored) or JSONL `{"words": [...]}` / `{"text": "..."}`;
-  a sentence's text is its words joined by one space, as the server is sent it;
+  the text sent is given words joined by one space, or the given text as it is;
 - SQuAD: SQuAD JSON (answers ignored), or TSV/CSV/JSONL with `text` (the question)
   and `text_b` (the context).
 

@@ -280,8 +280,8 @@ def parse_jsonl(data, source, task, options, labelled=True):
     """JSONL bytes → TextExamples (classification) or TaggedExamples (NER) and BadRecords.
 
     NER records are {"words": [...], "tags": [...]}; unlabelled (`labelled=False`)
-    {"words": [...]} or {"text": "..."} (words split at whitespace, as NER exports
-    split a request's text).
+    {"words": [...]} or {"text": "..."} (a `TextExample`: the NER export splits the
+    text into words itself).
     """
     bad = []
     lines = _decode_lines(data, source, bad.append)
@@ -300,11 +300,13 @@ def parse_jsonl(data, source, task, options, labelled=True):
                             f"expected a JSON object, got {type(record).__name__}")
             continue
         if task == "ner":
-            words = record.get("words")
-            if not labelled and words is None and isinstance(record.get(options.text_column), str):
-                words = record[options.text_column].split()
-            yield _tagged_example(location, words, record.get("tags"), options, location,
-                                  labelled)
+            if not labelled and "words" not in record:
+                # Raw text, sent as it is: the NER export splits it into words itself.
+                yield _text_example(task, location, record.get(options.text_column), None, None,
+                                    location, labelled)
+                continue
+            yield _tagged_example(location, record.get("words"), record.get("tags"), options,
+                                  location, labelled)
             continue
         yield _text_example(task, location, record.get(options.text_column),
                             record.get(options.text_b_column), record.get(options.label_column),

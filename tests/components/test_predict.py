@@ -50,8 +50,8 @@ def test_unlabelled_input_is_read_with_the_task_data_parsers():
     assert all(e.tags is None for e in conll)
     ner = _read(b'{"text": "Bob  visits Rome"}\n{"words": ["A", "B"]}\n{"words": []}\n',
                 "n.jsonl", "ner")
-    assert [e.words for e in ner[:2]] == [("Bob", "visits", "Rome"), ("A", "B")]
-    assert ner[2].kind == "missing_text"
+    assert ner[0] == tasks.TextExample(guid="n.jsonl:1", text="Bob  visits Rome")
+    assert ner[1].words == ("A", "B") and ner[2].kind == "missing_text"
     squad = {"data": [{"paragraphs": [{"context": "Paris is in France.", "qas": [
         {"id": "q1", "question": "Where is Paris?"}, {"id": "q2", "question": " "}]}]}]}
     records = _read(json.dumps(squad).encode(), "dev.json", "squad2")

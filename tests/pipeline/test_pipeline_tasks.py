@@ -107,6 +107,11 @@ def test_ner_pipeline_serves_entities_at_character_offsets(tmp_path):
     for entities, record in zip(served, recorded):
         assert [(e[0], e[1], e[2]) for e in entities] == [
             (e["type"], e["start"], e["end"]) for e in record["entities"]]
+    # Finetune scored the test split beside dev: its metric and prediction file.
+    finetuned = _record(tmp_path, "Finetune")
+    assert 0.0 <= finetuned["metrics"]["test_f1"] <= 1.0
+    assert [os.path.basename(p) for p in finetuned["outputs"]["test_predictions"]] == [
+        "test_predictions.jsonl"]
     # Batch predictions give the server's entities, at the same character offsets.
     predict = _record(tmp_path, "Predict")
     assert predict["metrics"]["predictions"] == len(test) and predict["metrics"]["bad_records"] == 0
