@@ -136,8 +136,9 @@ def test_squad2_pipeline_serves_answers_at_character_offsets(tmp_path):
         files[name] = tmp_path / f"{name}.json"
         files[name].write_text(json.dumps(data))
     test = [p for p in data["data"][0]["paragraphs"]]
+    # The test file again, through the Predict stage (its answers ignored).
     _run_pipeline(tmp_path, "squad2", files["train"], files["dev"], files["test"], epochs=2,
-                  model_name="qa")
+                  model_name="qa", extra=[f"--predict={files['test']}"])
     export = _record(tmp_path, "Export")["outputs"]
     assert export["null_score_threshold"] is not None  # dev's tuned threshold, exported
     metrics = _record(tmp_path, "Evaluate")["metrics"]
@@ -172,3 +173,11 @@ def test_squad2_pipeline_serves_answers_at_character_offsets(tmp_path):
             right += start == -1 and text == ""
     assert answered > 0
     assert right / len(test) >= 0.8, (right, len(test))
+    # Batch predictions give the server's answers, at the same character offsets.
+    with open(_record(tmp_path, "Predict")["outputs"]["predictions"][0]) as f:
+        predicted = [json.loads(line) for line in f]
+    assert [(p["id"], p["text"], p["text_b"]) for p in predicted] == [
+        (p["qas"][0]["id"], p["qas"][0]["question"], p["context"]) for p in test]
+    assert [(p["answer_text"], p["answer_start"], p["answer_end"]) for p in predicted] == [
+        (result["answer_text"][i].decode(), int(result["answer_start"][i]),
+         int(result["answer_end"][i])) for i in range(len(test))]
