@@ -284,6 +284,53 @@ class ServedModel:
         return out
 
 
+def _json_value(value):
+    if isinstance(value, np.ndarray):
+        return [_json_value(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def signature_rows(outputs):
+    """Per-example answers of a batch `serving_default` call, as JSON-ready dicts.
+
+    What the model server returns for each example of a batch, under the signature's
+    own output names (`keras_bert.export`): arrays become lists, numbers Python
+    numbers, strings text. NER's `entity_*` outputs, padded to the batch's most
+    entities, are cut at the example's `num_entities`, so a row never depends on
+    the batch it was computed in. Evaluate and `components.predict` both read
+    served outputs through it.
+
+    Args:
+        outputs: {output name: array over the batch}, as `ServedModel` or
+            `serving.client.predict` return them (strings as str or bytes).
+
+    Returns:
+        One dict {output name: value} per example.
+
+    Example:
+        >>> signature_rows({"label": np.array([b"pos"]), "label_id": np.array([1])})
+        [{'label': 'pos', 'label_id': 1}]
+    """
+    names = sorted(outputs)
+    if not names:
+        return []
+    counts = outputs.get("num_entities")
+    rows = []
+    for i in range(len(outputs[names[0]])):
+        row = {}
+        for name in names:
+            value = outputs[name][i]
+            if counts is not None and name.startswith("entity_"):
+                value = value[: int(counts[i])]
+            row[name] = _json_value(value)
+        rows.append(row)
+    return rows
+
+
 # --------------------------------------------------------------------------------------
 # Per task: predictions on the test split, metrics, baseline.
 
@@ -330,16 +377,17 @@ def _score_text(spec, model, examples):
 
 def _score_entities(spec, model, examples):
     texts = [e.text for e in examples]
-    out = model(texts)
+    rows = signature_rows(model(texts))
     gold, predicted, records = [], [], []
     mismatches = 0
-    for i, (example, text) in enumerate(zip(examples, texts)):
+    for example, text, row in zip(examples, texts, rows):
         entities = []
-        for k in range(int(out["num_entities"][i])):
-            start, end = int(out["entity_start"][i, k]), int(out["entity_end"][i, k])
-            entity = {"type": out["entity_type"][i, k], "start": start, "end": end,
-                      "text": out["entity_text"][i, k], "score": float(out["entity_score"][i, k])}
-            if text[start:end] != entity["text"]:
+        for type_, start, end, entity_text, score in zip(
+                row["entity_type"], row["entity_start"], row["entity_end"], row["entity_text"],
+                row["entity_score"]):
+            entity = {"type": type_, "start": start, "end": end, "text": entity_text,
+                      "score": score}
+            if text[start:end] != entity_text:
                 mismatches += 1
             entities.append(entity)
         gold_entities = [{k: e[k] for k in ("type", "start", "end", "text")}
@@ -357,18 +405,17 @@ def _score_entities(spec, model, examples):
 def _score_answers(spec, model, squad_records):
     version = 2 if spec.task == "squad2" else 1
     examples = [r.example for r in squad_records]
-    out = model([e.question for e in examples], [e.context for e in examples])
+    rows = signature_rows(model([e.question for e in examples], [e.context for e in examples]))
     gold = {e.qas_id: list(r.gold_texts) for e, r in zip(examples, squad_records)}
     answers, records, mismatches = {}, [], 0
-    for i, example in enumerate(examples):
-        text = out["answer_text"][i]
-        start, end = int(out["answer_start"][i]), int(out["answer_end"][i])
+    for example, row in zip(examples, rows):
+        text, start, end = row["answer_text"], row["answer_start"], row["answer_end"]
         if start >= 0 and example.context[start:end] != text:
             mismatches += 1
         answers[example.qas_id] = text if start >= 0 else ""
         records.append({"id": example.qas_id, "question": example.question, "answer": text,
-                        "start": start, "end": end, "score": float(out["score"][i]),
-                        "null_score": float(out["null_score"][i]), "gold": gold[example.qas_id]})
+                        "start": start, "end": end, "score": row["score"],
+                        "null_score": row["null_score"], "gold": gold[example.qas_id]})
     metrics = squad_scores(gold, answers, version)
     metrics["offset_mismatches"] = mismatches
     if version == 1:

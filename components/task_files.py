@@ -19,6 +19,14 @@ Input formats (`ReadOptions.input_format`, `auto` picks by extension):
   sentences, `-DOCSTART-` lines between documents; tags in `BIO` or `IOB1`
   (`--tag_scheme`; IOB1 is converted to BIO, which spans the same entities).
 - `squad` (`squad1`, `squad2` tasks): the SQuAD v1.1 / v2.0 JSON file.
+- `lines` (`.txt` for text tasks, unlabelled input only): one text per line.
+
+Unlabelled input (`labelled=False`, what `components.predict` reads) goes through the
+same parsers with the label checks left out: TSV/CSV/JSONL need only the text
+columns, CoNLL files only the words (the first column; any tag column is ignored),
+NER JSONL `{"words": [...]}` or `{"text": "..."}`, and SQuAD JSON only ids, questions
+and contexts. SQuAD tasks then also read text pairs from TSV/CSV/JSONL (`text` the
+question, `text_b` the context).
 
 Bad records are reported, never raised. Kinds (`BAD_RECORD_KINDS`): `malformed_json`
 (a JSONL line or SQuAD file that is not valid JSON or not an object), `invalid_utf8`,
@@ -50,7 +58,7 @@ from components.cli import add_bool_flag
 from keras_bert import tasks
 
 LABELS_FILE = "labels.txt"
-FORMATS = ("auto", "tsv", "csv", "jsonl", "conll", "squad")
+FORMATS = ("auto", "tsv", "csv", "jsonl", "conll", "squad", "lines")
 TAG_SCHEMES = ("BIO", "IOB1")
 BAD_RECORD_KINDS = (
     "malformed_json",
@@ -114,18 +122,31 @@ class ReadOptions:
             raise TaskDataError(f"tag_scheme must be one of {TAG_SCHEMES}; got {self.tag_scheme!r}")
 
 
-def resolve_format(path, task, options):
-    """The input format of `path` for `task` (`options.input_format` unless "auto")."""
+def resolve_format(path, task, options, labelled=True):
+    """The input format of `path` for `task` (`options.input_format` unless "auto").
+
+    Args:
+        path: the file's name.
+        task: a `keras_bert.tasks.TASKS` name.
+        options: `ReadOptions`.
+        labelled: the file carries labels (training and evaluation data); unlabelled
+            files may also be `lines` (`.txt`) and, for SQuAD tasks, TSV/CSV/JSONL
+            question-context pairs. Defaults to True.
+    """
     if options.input_format != "auto":
         return options.input_format
-    if task in ("squad1", "squad2"):
-        return "squad"
-    if task == "ner":
-        return "jsonl" if path.endswith(".jsonl") else "conll"
     lower = path.lower()
     for ext in (".gz", ".bz2"):
         if lower.endswith(ext):
             lower = lower[: -len(ext)]
+    if task in ("squad1", "squad2"):
+        if not labelled and lower.endswith((".jsonl", ".ndjson", ".tsv", ".csv")):
+            return "jsonl" if lower.endswith((".jsonl", ".ndjson")) else lower[-3:]
+        return "squad"
+    if task == "ner":
+        return "jsonl" if lower.endswith(".jsonl") else "conll"
+    if not labelled and lower.endswith(".txt"):
+        return "lines"
     if lower.endswith(".tsv"):
         return "tsv"
     if lower.endswith(".csv"):
@@ -161,14 +182,21 @@ def _column(spec):
     return int(spec) if spec.lstrip("-").isdigit() else spec
 
 
-def _text_example(task, guid, text, text_b, label, location):
-    """Checks one text record; returns a TextExample or a BadRecord."""
+def _text_example(task, guid, text, text_b, label, location, labelled=True):
+    """Checks one text record; returns a TextExample or a BadRecord.
+
+    Unlabelled (`labelled=False`), the label is not looked at and SQuAD tasks are
+    pairs (question, context).
+    """
+    pair = task == "pair" or (not labelled and task in ("squad1", "squad2"))
     if text is None or (isinstance(text, str) and not text.strip()):
         return BadRecord("missing_text", location, "the text is missing or empty")
-    if task == "pair" and (text_b is None or (isinstance(text_b, str) and not text_b.strip())):
+    if pair and (text_b is None or (isinstance(text_b, str) and not text_b.strip())):
         return BadRecord("missing_text", location, "text_b (second text of the pair) is missing or empty")
     if not isinstance(text, str) or (text_b is not None and not isinstance(text_b, str)):
         return BadRecord("malformed_record", location, "text and text_b must be strings")
+    if not labelled:
+        return tasks.TextExample(guid=guid, text=text, text_b=text_b if pair else None)
     if label is None or (isinstance(label, str) and not label.strip()):
         return BadRecord("missing_label", location, "the label is missing or empty")
     if task == "regression":
@@ -186,21 +214,25 @@ def _text_example(task, guid, text, text_b, label, location):
                              label=label)
 
 
-def parse_delimited(data, source, task, options, delimiter):
+def parse_delimited(data, source, task, options, delimiter, labelled=True):
     """TSV/CSV bytes → TextExamples and BadRecords (in file order).
 
     Args:
         data: the file's bytes.
         source: its name, for locations.
-        task: "classification", "pair" or "regression".
+        task: "classification", "pair" or "regression" (or, unlabelled, a SQuAD
+            task: question and context).
         options: `ReadOptions`.
         delimiter: "\\t" (GLUE TSV, no quoting) or "," (CSV with quotes).
+        labelled: rows carry a label column. Defaults to True.
     """
     bad = []
     lines = _decode_lines(data, source, bad.append)
     yield from bad
-    columns = {"text": _column(options.text_column), "label": _column(options.label_column)}
-    if task == "pair":
+    columns = {"text": _column(options.text_column)}
+    if labelled:
+        columns["label"] = _column(options.label_column)
+    if task == "pair" or (not labelled and task in ("squad1", "squad2")):
         columns["text_b"] = _column(options.text_b_column)
     header = options.header
     if header is None:
@@ -237,16 +269,19 @@ def parse_delimited(data, source, task, options, delimiter):
                     return None
                 return row[i]
 
-            yield _text_example(task, location, get("text"), get("text_b"), get("label"), location)
+            yield _text_example(task, location, get("text"), get("text_b"), get("label"), location,
+                                labelled)
     except csv.Error as e:
         yield BadRecord("malformed_record", f"{source}:{reader.line_num}",
                         f"CSV parse error ({e}); the rest of the file is skipped")
 
 
-def parse_jsonl(data, source, task, options):
+def parse_jsonl(data, source, task, options, labelled=True):
     """JSONL bytes → TextExamples (classification) or TaggedExamples (NER) and BadRecords.
 
-    NER records are {"words": [...], "tags": [...]}.
+    NER records are {"words": [...], "tags": [...]}; unlabelled (`labelled=False`)
+    {"words": [...]} or {"text": "..."} (a `TextExample`: the NER export splits the
+    text into words itself).
     """
     bad = []
     lines = _decode_lines(data, source, bad.append)
@@ -265,17 +300,38 @@ def parse_jsonl(data, source, task, options):
                             f"expected a JSON object, got {type(record).__name__}")
             continue
         if task == "ner":
+            if not labelled and "words" not in record:
+                # Raw text, sent as it is: the NER export splits it into words itself.
+                yield _text_example(task, location, record.get(options.text_column), None, None,
+                                    location, labelled)
+                continue
             yield _tagged_example(location, record.get("words"), record.get("tags"), options,
-                                  location)
+                                  location, labelled)
             continue
         yield _text_example(task, location, record.get(options.text_column),
                             record.get(options.text_b_column), record.get(options.label_column),
-                            location)
+                            location, labelled)
 
 
-def _tagged_example(guid, words, tags, options, location):
+def parse_lines(data, source, task):
+    """Plain text bytes → one unlabelled TextExample per non-blank line, and BadRecords."""
+    bad = []
+    lines = _decode_lines(data, source, bad.append)
+    yield from bad
+    for number, line in lines:
+        if line.strip():
+            yield _text_example(task, f"{source}:{number}", line, None, None,
+                                f"{source}:{number}", labelled=False)
+
+
+def _tagged_example(guid, words, tags, options, location, labelled=True):
     if not words or not isinstance(words, (list, tuple)):
         return BadRecord("missing_text", location, "no words")
+    if not labelled:
+        if not all(isinstance(w, str) and w.strip() and len(w.split()) == 1 for w in words):
+            return BadRecord("malformed_record", location,
+                             "words must be non-empty strings without whitespace")
+        return tasks.TaggedExample(guid=guid, words=tuple(words), tags=None)
     if tags is None:
         return BadRecord("missing_label", location, "no tags")
     if not isinstance(tags, (list, tuple)) or len(tags) != len(words):
@@ -290,11 +346,12 @@ def _tagged_example(guid, words, tags, options, location):
     return tasks.TaggedExample(guid=guid, words=tuple(words), tags=tuple(tags))
 
 
-def parse_conll(data, source, options):
+def parse_conll(data, source, options, labelled=True):
     """CoNLL-2003 bytes → TaggedExamples (one per sentence) and BadRecords.
 
     A sentence with a bad line (too few columns, an invalid tag) is skipped whole
-    and reported at that line.
+    and reported at that line. Unlabelled (`labelled=False`), a line needs only its
+    word (the first column) and the sentences have no tags.
     """
     bad = []
     lines = _decode_lines(data, source, bad.append)
@@ -305,7 +362,8 @@ def parse_conll(data, source, options):
         if problem is not None:
             return problem
         if words:
-            return _tagged_example(f"{source}:{start}", words, tags, options, f"{source}:{start}")
+            return _tagged_example(f"{source}:{start}", words, tags, options, f"{source}:{start}",
+                                   labelled)
         return None
 
     for number, line in lines:
@@ -320,6 +378,9 @@ def parse_conll(data, source, options):
             start = number
         columns = stripped.split()
         if problem is not None:
+            continue
+        if not labelled:
+            words.append(columns[0])
             continue
         if len(columns) < 2:
             problem = BadRecord("missing_label", f"{source}:{number}",
@@ -342,7 +403,7 @@ def parse_conll(data, source, options):
         yield result
 
 
-def parse_squad(data, source, version):
+def parse_squad(data, source, version, labelled=True):
     """SQuAD JSON bytes → SquadExamples and BadRecords.
 
     Every answer must be found at its `answer_start` (else `answer_not_at_offset`,
@@ -353,6 +414,8 @@ def parse_squad(data, source, version):
         data: the file's bytes.
         source: its name, for locations.
         version: 1 or 2.
+        labelled: read and check the answers; unlabelled, questions need none and
+            any given are ignored. Defaults to True.
     """
     try:
         dataset = json.loads(data.decode("utf-8-sig"))
@@ -379,15 +442,23 @@ def parse_squad(data, source, version):
                 continue
             for q, qa in enumerate(qas):
                 yield from _squad_question(qa, context, f"{source}: data[{a}].paragraphs[{p}].qas[{q}]",
-                                           source, version)
+                                           source, version, labelled)
 
 
-def _squad_question(qa, context, where, source, version):
+def _squad_question(qa, context, where, source, version, labelled=True):
     if not isinstance(qa, dict) or not isinstance(qa.get("id"), (str, int)) \
             or not isinstance(qa.get("question"), str):
         yield BadRecord("malformed_record", where, 'a question needs an "id" and a "question"')
         return
     qid = str(qa["id"])
+    if not labelled:
+        if not qa["question"].strip() or not context.strip():
+            yield BadRecord("missing_text", f"{source}: question {qid}",
+                            "the question or its context is empty")
+            return
+        yield SquadRecord(tasks.SquadExample(qas_id=qid, question=qa["question"],
+                                             context=context), ())
+        return
     location = f"{source}: question {qid}"
     impossible = bool(qa.get("is_impossible", False)) if version == 2 else False
     raw_answers = qa.get("answers", [])
@@ -432,24 +503,38 @@ class SquadRecord:
     gold_texts: tuple
 
 
-def parse_file(data, source, task, options):
-    """Any supported file's bytes → examples (or `SquadRecord`s) and `BadRecord`s."""
-    fmt = resolve_format(source, task, options)
+def parse_file(data, source, task, options, labelled=True):
+    """Any supported file's bytes → examples (or `SquadRecord`s) and `BadRecord`s.
+
+    Args:
+        data: the file's bytes.
+        source: its name, for locations (and the format, by extension).
+        task: a `keras_bert.tasks.TASKS` name.
+        options: `ReadOptions`.
+        labelled: the file carries labels; unlabelled input is what a trained
+            model predicts on (see the module docstring). Defaults to True.
+    """
+    fmt = resolve_format(source, task, options, labelled)
     if fmt == "squad":
         if task not in ("squad1", "squad2"):
             raise TaskDataError(f"{source}: SQuAD format needs task squad1 or squad2, not {task}")
-        return parse_squad(data, source, 2 if task == "squad2" else 1)
-    if task in ("squad1", "squad2"):
+        return parse_squad(data, source, 2 if task == "squad2" else 1, labelled)
+    if task in ("squad1", "squad2") and labelled:
         raise TaskDataError(f"{source}: task {task} reads SQuAD JSON, not {fmt}")
+    if fmt == "lines":
+        if labelled or task in ("pair", "ner", "squad1", "squad2"):
+            raise TaskDataError(f"{source}: one text per line is unlabelled input of a "
+                                f"single-text task, not {'labelled ' if labelled else ''}{task} data")
+        return parse_lines(data, source, task)
     if fmt == "conll":
         if task != "ner":
             raise TaskDataError(f"{source}: CoNLL format needs task ner, not {task}")
-        return parse_conll(data, source, options)
+        return parse_conll(data, source, options, labelled)
     if fmt == "jsonl":
-        return parse_jsonl(data, source, task, options)
+        return parse_jsonl(data, source, task, options, labelled)
     if task == "ner":
         raise TaskDataError(f"{source}: task ner reads CoNLL or JSONL, not {fmt}")
-    return parse_delimited(data, source, task, options, "\t" if fmt == "tsv" else ",")
+    return parse_delimited(data, source, task, options, "\t" if fmt == "tsv" else ",", labelled)
 
 
 def read_file_bytes(path):

@@ -69,6 +69,11 @@ class PipelineConfig:
             percent; see `components.evaluate.BLESSING`). Defaults to 0.0.
         force: rerun this stage and every later one. Defaults to None.
         serve_check: start the model server and send one gRPC request at the end. Defaults to True.
+        predict: unlabelled input (file or glob, any format `components.predict` reads)
+            to predict on with the pushed model, a Predict stage after Push. Defaults
+            to None (no Predict stage).
+        predict_batch_size: examples per SavedModel call in the Predict stage.
+            Defaults to 32.
     """
 
     pipeline_root: str = "runs/default"
@@ -102,6 +107,8 @@ class PipelineConfig:
     bless_margin: float = 0.0
     force: str = None
     serve_check: bool = True
+    predict: str = None
+    predict_batch_size: int = 32
 
     def __post_init__(self):
         if bool(self.train) != bool(self.dev):

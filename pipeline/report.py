@@ -303,6 +303,30 @@ def _evaluation_section(root, record):
     return lines
 
 
+def _predict_section(record):
+    """The Predict stage: what it read, how many predictions, the bad lines counted."""
+    outputs = record.get("outputs", {})
+    if not outputs:
+        return []
+    lines = ["## Batch predictions (Beam RunInference on the pushed model)", ""]
+    if not outputs.get("predicted"):
+        return lines + ["The model was not pushed, so nothing was predicted.", ""]
+    counts = _load_history(outputs.get("counts")) or {}
+    lines += [f"Input `{counts.get('input')}` ({counts.get('task')} input) through the "
+              f"SavedModel `{outputs.get('model')}`: {counts.get('examples')} examples read, "
+              f"{counts.get('predictions')} predictions in {counts.get('batches')} batches, "
+              f"{counts.get('bad_records_total')} bad lines.", ""]
+    bad = {kind: n for kind, n in (counts.get("bad_records") or {}).items() if n}
+    if bad:
+        lines += ["| bad lines | count |", "| --- | --- |"]
+        lines += [f"| {kind} | {n} |" for kind, n in bad.items()]
+        lines.append("")
+        lines += [f"- {location}" for location in counts.get("bad_record_locations", [])[:10]]
+        lines.append("")
+    lines += ["Predictions (JSON lines): " + ", ".join(f"`{p}`" for p in outputs["predictions"]), ""]
+    return lines
+
+
 def _stages_section(records):
     lines = ["## Stages", "", "| stage | outcome | seconds | fingerprint | key metrics |",
              "| --- | --- | --- | --- | --- |"]
@@ -360,6 +384,7 @@ def write_report(config, records):
     lines += _training_section(root, records)
     lines += _evaluation_section(root, records.get("Evaluate", {}))
     lines += _serving_section(config, records)
+    lines += _predict_section(records.get("Predict", {}))
     path = os.path.join(root, "report.md")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")

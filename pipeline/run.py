@@ -3,7 +3,7 @@
 Stages, in order (TFX style: each reads artifacts by URI and writes its own folder):
 
     ExampleGen → Vocab → PretrainingData → Pretrain → TaskData → Finetune → Export
-    → Evaluate → Push
+    → Evaluate → Push (→ Predict, with `--predict FILE`)
 
 Known flags (see `pipeline.config.PipelineConfig`) are parsed first; everything else
 goes to Beam's `PipelineOptions` unchanged. A second run with the same inputs and

@@ -232,6 +232,25 @@ def _push(config, beam_args, upstream, out):
     return result, {"pushed": result["pushed"], "version": result["version"] or 0}
 
 
+def _predict(config, beam_args, upstream, out):
+    """Batch predictions (Beam RunInference) of the pushed model on `--predict`."""
+    from components import predict
+    push = upstream["Push"]["outputs"]
+    if not push.get("pushed"):
+        from components import common
+        common.log_stage(predict.STAGE, "the model was not blessed, so not pushed: nothing to "
+                                        "predict with")
+        return {"predicted": False, "model": None}, {"predictions": 0}
+    spec = predict.PredictSpec(export_dir=push["path"], input_pattern=config.predict,
+                               output_dir=out, task=config.task,
+                               batch_size=config.predict_batch_size)
+    counts = predict.run(spec, _beam_args(beam_args))
+    return ({"predicted": True, "model": push["path"], "predictions": counts["outputs"],
+             "counts": spec.counts_path},
+            {"examples": counts["examples"], "predictions": counts["predictions"],
+             "bad_records": counts["bad_records_total"]})
+
+
 # -- Pretrain / TaskData / Finetune -------------------------------------------------------------
 
 from pipeline.training_stages import _finetune, _pretrain, _task_data  # noqa: E402
@@ -271,4 +290,7 @@ def plan(config):
         Stage("Evaluate", ("Export", "TaskData", "ExampleGen"), ("task", "bless_margin"), _evaluate),
         Stage("Push", ("Export", "Evaluate"), ("model_name", "serving_base"), _push),
     ]
+    if config.predict:
+        stages.append(Stage("Predict", ("Push",), ("task", "predict_batch_size"), _predict,
+                            lambda c: {"predict": c.predict}))
     return stages

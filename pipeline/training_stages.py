@@ -86,5 +86,12 @@ def _finetune(config, beam_args, upstream, out):
     for key, value in baseline.items():
         if isinstance(value, (int, float)):
             metrics[f"baseline_{key}"] = value
-    return {"checkpoint": result["checkpoint"], "labels": result["labels"],
-            "metrics": os.path.join(out, finetune.METRICS_FILE), "history": history}, metrics
+    outputs = {"checkpoint": result["checkpoint"], "labels": result["labels"],
+               "metrics": os.path.join(out, finetune.METRICS_FILE), "history": history}
+    if "test" in result:
+        # The test split (TaskData's, from --test or else the dev file), scored beside dev
+        # with the best dev epoch's weights: its metrics and prediction files.
+        metrics[f"test_{result['metric']}"] = result["test"].get(result["metric"])
+        outputs["test_predictions"] = sorted(
+            os.path.join(out, name) for name in os.listdir(out) if name.startswith("test_"))
+    return outputs, metrics

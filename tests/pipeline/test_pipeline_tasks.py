@@ -22,7 +22,7 @@ CORPUS = ("The dog walked to the city.\nThen the cat ran over the road.\n\n"
           "A man saw a big red car.\nThe old tree was near the river.\n")
 
 
-def _run_pipeline(root, task, train, dev, test, epochs, model_name):
+def _run_pipeline(root, task, train, dev, test, epochs, model_name, extra=()):
     (root / "corpus.txt").write_text(CORPUS)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     args = [sys.executable, "-m", "pipeline.run", f"--pipeline_root={root / 'run'}",
@@ -31,11 +31,12 @@ def _run_pipeline(root, task, train, dev, test, epochs, model_name):
             f"--dev={dev}",
             f"--test={test}", "--max_seq_length=64", f"--finetune_epochs={epochs}",
             "--finetune_batch_size=16", "--finetune_learning_rate=2e-3", "--random_seed=1",
-            f"--model_name={model_name}", "--serve_check=false"]
+            f"--model_name={model_name}", "--serve_check=false", *extra]
     proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    for i, stage in enumerate(STAGES, 1):
-        assert f"[{i}/{len(STAGES)}] {stage}: done" in proc.stdout, proc.stdout[-3000:]
+    stages = STAGES + (["Predict"] if any(a.startswith("--predict=") for a in extra) else [])
+    for i, stage in enumerate(stages, 1):
+        assert f"[{i}/{len(stages)}] {stage}: done" in proc.stdout, proc.stdout[-3000:]
     return proc.stdout
 
 
@@ -71,8 +72,10 @@ def test_ner_pipeline_serves_entities_at_character_offsets(tmp_path):
     write("train.conll", 240)
     write("dev.conll", 40)
     test = write("test.conll", 40)
+    # The test file again, through the Predict stage (its tag column ignored).
     out = _run_pipeline(tmp_path, "ner", tmp_path / "train.conll", tmp_path / "dev.conll",
-                        tmp_path / "test.conll", epochs=4, model_name="ner")
+                        tmp_path / "test.conll", epochs=4, model_name="ner",
+                        extra=[f"--predict={tmp_path / 'test.conll'}"])
     evaluation = _record(tmp_path, "Evaluate")
     metrics = evaluation["metrics"]
     assert metrics["f1"] >= 0.8 and metrics["baseline_f1"] == 0.0, metrics
@@ -104,6 +107,21 @@ def test_ner_pipeline_serves_entities_at_character_offsets(tmp_path):
     for entities, record in zip(served, recorded):
         assert [(e[0], e[1], e[2]) for e in entities] == [
             (e["type"], e["start"], e["end"]) for e in record["entities"]]
+    # Finetune scored the test split beside dev: its metric and prediction file.
+    finetuned = _record(tmp_path, "Finetune")
+    assert 0.0 <= finetuned["metrics"]["test_f1"] <= 1.0
+    assert [os.path.basename(p) for p in finetuned["outputs"]["test_predictions"]] == [
+        "test_predictions.jsonl"]
+    # Batch predictions give the server's entities, at the same character offsets.
+    predict = _record(tmp_path, "Predict")
+    assert predict["metrics"]["predictions"] == len(test) and predict["metrics"]["bad_records"] == 0
+    with open(predict["outputs"]["predictions"][0]) as f:
+        predicted = [json.loads(line) for line in f][:16]
+    assert [p["text"] for p in predicted] == texts[:16]
+    assert [list(zip(p["entity_type"], p["entity_start"], p["entity_end"], p["entity_text"]))
+            for p in predicted] == served[:16]
+    assert all(len(p["entity_score"]) == p["num_entities"] for p in predicted)
+    assert "## Batch predictions" in report
     assert served[-2] == [("PER", 0, 11, "Alice Smith"), ("LOC", 22, 27, "Paris")]
     assert served[-1] == [("LOC", 5, 9, "Oslo"), ("PER", 22, 26, "Judy")]
 
@@ -118,8 +136,9 @@ def test_squad2_pipeline_serves_answers_at_character_offsets(tmp_path):
         files[name] = tmp_path / f"{name}.json"
         files[name].write_text(json.dumps(data))
     test = [p for p in data["data"][0]["paragraphs"]]
+    # The test file again, through the Predict stage (its answers ignored).
     _run_pipeline(tmp_path, "squad2", files["train"], files["dev"], files["test"], epochs=2,
-                  model_name="qa")
+                  model_name="qa", extra=[f"--predict={files['test']}"])
     export = _record(tmp_path, "Export")["outputs"]
     assert export["null_score_threshold"] is not None  # dev's tuned threshold, exported
     metrics = _record(tmp_path, "Evaluate")["metrics"]
@@ -154,3 +173,11 @@ def test_squad2_pipeline_serves_answers_at_character_offsets(tmp_path):
             right += start == -1 and text == ""
     assert answered > 0
     assert right / len(test) >= 0.8, (right, len(test))
+    # Batch predictions give the server's answers, at the same character offsets.
+    with open(_record(tmp_path, "Predict")["outputs"]["predictions"][0]) as f:
+        predicted = [json.loads(line) for line in f]
+    assert [(p["id"], p["text"], p["text_b"]) for p in predicted] == [
+        (p["qas"][0]["id"], p["qas"][0]["question"], p["context"]) for p in test]
+    assert [(p["answer_text"], p["answer_start"], p["answer_end"]) for p in predicted] == [
+        (result["answer_text"][i].decode(), int(result["answer_start"][i]),
+         int(result["answer_end"][i])) for i in range(len(test))]
