@@ -386,7 +386,8 @@ class BertServingModule(tf.Module):
         num_windows = 1 + (tf.maximum(num_pieces - budget, 0) + step - 1) // step
         # One row per window: its example, first context piece and length.
         row = tf.repeat(tf.range(batch), num_windows)  # (windows,)
-        window = tf.range(tf.size(row, out_type=tf.int64))
+        num_rows = tf.size(row, out_type=tf.int64)
+        window = tf.range(num_rows)
         win_start = tf.ragged.range(num_windows).flat_values * tf.gather(step, row)
         win_len = tf.minimum(tf.gather(num_pieces, row) - win_start, tf.gather(budget, row))
         ctx_start = tf.gather(ctx.row_starts(), row)  # the example's first piece, batch-wide
@@ -410,8 +411,8 @@ class BertServingModule(tf.Module):
         best_context = tf.math.unsorted_segment_max(context_score, piece, total + 1)
         is_best = in_context & tf.equal(context_score, tf.gather(best_context, piece))
         owner = tf.math.unsorted_segment_min(
-            tf.where(is_best, tf.broadcast_to(window[:, None], tf.shape(piece)), tf.size(
-                window, out_type=tf.int64)), piece, total + 1)
+            tf.where(is_best, tf.broadcast_to(window[:, None], tf.shape(piece)), num_rows),
+            piece, total + 1)
         owned = is_best & tf.equal(window[:, None], tf.gather(owner, piece))
         # (windows, start, end) scores of every allowed span.
         span = start_logits[:, :, None] + end_logits[:, None, :]
@@ -419,15 +420,14 @@ class BertServingModule(tf.Module):
         allowed = (owned[:, :, None] & in_context[:, None, :] & (length >= 0)
                    & (length < self.max_answer_length))
         span = tf.reshape(tf.where(allowed, span, tf.fill(tf.shape(span), -1e30)),
-                          [tf.size(row, out_type=tf.int64), seq_len * seq_len])
+                          [num_rows, seq_len * seq_len])
         window_score = tf.reduce_max(span, axis=1)  # (windows,)
         window_best = tf.argmax(span, axis=1)
         # The example's best window: the first that reaches the example's best score.
         score = tf.math.unsorted_segment_max(window_score, row, batch)  # (batch,)
         reaches = window_score >= tf.gather(score, row)
-        best_window = tf.math.unsorted_segment_min(
-            tf.where(reaches, window, tf.size(window, out_type=tf.int64)), row, batch)
-        best_window = tf.minimum(best_window, tf.maximum(tf.size(window, out_type=tf.int64) - 1, 0))
+        best_window = tf.math.unsorted_segment_min(tf.where(reaches, window, num_rows), row, batch)
+        best_window = tf.minimum(best_window, tf.maximum(num_rows - 1, 0))
         best = tf.gather(window_best, best_window)
         best_start, best_end = best // seq_len, best % seq_len
         # SQuAD 2.0's null score: the lowest [CLS] score over the example's windows.

@@ -426,7 +426,7 @@ def _pointing_qa_model(vocab, word):
 
 def test_qa_export_answers_from_the_third_window_at_whole_context_offsets(vocab, tmp_path):
     from serving import client
-    from serving.launcher import ServerProcess
+    from serving.server import ModelServer, parse_options
     model = _pointing_qa_model(vocab, "red")
     # 3 question pieces leave 26 - 3 - 3 = 20 context pieces per window; windows start
     # at pieces 0, 10 and 20 of the 40, and only the third one holds piece 35.
@@ -434,24 +434,24 @@ def test_qa_export_answers_from_the_third_window_at_whole_context_offsets(vocab,
     words[35] = "red"
     context = " ".join(words)
     question = "where is red"
-    result = export.export_saved_model(model, str(tmp_path), "qa", vocab, max_seq_length=26,
-                                       max_query_length=16, max_answer_length=4, doc_stride=10,
-                                       version=1)
+    export.export_saved_model(model, str(tmp_path), "qa", vocab, max_seq_length=26,
+                              max_query_length=16, max_answer_length=4, doc_stride=10, version=1)
     start = context.index(" red ") + 1
     want = ("red", start, start + 3)
     assert context.count("red") == 1 and start > 100  # far beyond the first window's text
-    loaded = tf.saved_model.load(result.path)
-    out = loaded.signatures["serving_default"](text=tf.constant([question, question]),
-                                               text_b=tf.constant([context, "the red man"]))
-    got = [(out["answer_text"][i].numpy().decode(), int(out["answer_start"][i]),
-            int(out["answer_end"][i])) for i in range(2)]
+    # Served by the model server (which loads it with `tf.saved_model.load`; in this
+    # process: no second TensorFlow start-up), over gRPC, in one batch with a short
+    # context.
+    server = ModelServer(parse_options(["--port=0", "--model_name=qa",
+                                        f"--model_base_path={tmp_path / 'qa'}",
+                                        "--file_system_poll_wait_seconds=0"]))
+    server.start()
+    try:
+        out = client.predict_text(f"localhost:{server.grpc_port}", "qa", [question, question],
+                                  [context, "the red man"])
+    finally:
+        server.stop(0)
+    got = [(out["answer_text"][i].decode(), int(out["answer_start"][i]), int(out["answer_end"][i]))
+           for i in range(2)]
     assert got == [want, ("red", 4, 7)]
     assert float(out["score"][0]) == pytest.approx(16.0, abs=1e-3)
-    # The same answer from the model server, over gRPC.
-    with ServerProcess(["--model_name=qa", f"--model_base_path={tmp_path / 'qa'}",
-                        "--file_system_poll_wait_seconds=0", "--tensorflow_intra_op_parallelism=1",
-                        "--tensorflow_inter_op_parallelism=1"], rest=False,
-                       log_path=str(tmp_path / "server.log")) as server:
-        served = client.predict_text(server.grpc_target, "qa", [question], [context])
-    assert (served["answer_text"][0].decode(), int(served["answer_start"][0]),
-            int(served["answer_end"][0])) == want
