@@ -440,16 +440,14 @@ class InferenceCore:
         return response
 
     def get_model_status(self, request):
-        """Answers `GetModelStatusRequest` from the manager's version states.
-
-        As the stock server (get_model_status_impl.cc), a version label is ignored:
-        the answer lists every version.
-        """
+        """Answers `GetModelStatusRequest` from the manager's version states."""
         _require_model_spec(request)
         spec = request.model_spec
         choice = spec.WhichOneof("version_choice")
-        statuses = self.manager.status(spec.name,
-                                       version=spec.version.value if choice == "version" else None)
+        statuses = self.manager.status(
+            spec.name,
+            version=spec.version.value if choice == "version" else None,
+            label=spec.version_label if choice == "version_label" else None)
         response = get_model_status_pb2.GetModelStatusResponse()
         for status in statuses:
             entry = response.model_version_status.add()

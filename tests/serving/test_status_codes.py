@@ -334,13 +334,6 @@ def test_server_survives_and_long_messages_are_cut_as_the_stock_server(channel):
     assert client.predict_text(channel, "toy", ["still alive"])["label"].shape == (1,)
 
 
-def test_status_ignores_version_labels_as_the_stock_server(shared_server):
-    for label in ("stable", "beta"):
-        status, reply = _rest("GET", f"{shared_server.rest_url}/v1/models/toy/labels/{label}", None)
-        assert status == 200
-        assert [v["version"] for v in reply["model_version_status"]] == ["2", "1"]
-
-
 def test_http_status_of_every_code_is_the_stock_mapping():
     stock = {"OK": 200, "CANCELLED": 499, "UNKNOWN": 500, "INVALID_ARGUMENT": 400,
              "DEADLINE_EXCEEDED": 504, "NOT_FOUND": 404, "ALREADY_EXISTS": 409,
