@@ -88,11 +88,13 @@ def _metadata(model="toy", fields=("signature_def",)):
     return "GetModelMetadata", request
 
 
-def _status(model="toy", version=None):
+def _status(model="toy", version=None, label=None):
     request = get_model_status_pb2.GetModelStatusRequest()
     request.model_spec.name = model
     if version is not None:
         request.model_spec.version.value = version
+    if label is not None:
+        request.model_spec.version_label = label
     return "GetModelStatus", request
 
 
@@ -175,6 +177,8 @@ GRPC_CASES = [
      "Could not find any versions of model nope"),
     ("GetModelStatus: unknown version", _status(version=7), C.NOT_FOUND,
      "Could not find version 7 of model toy"),
+    ("GetModelStatus: unknown version label (this server)", _status(label="beta"),
+     C.INVALID_ARGUMENT, "Unrecognized servable version label: beta"),
 ]
 
 _PAIR = {"signature_name": "pair"}
@@ -276,6 +280,8 @@ REST_CASES = [
      "Could not find any versions of model nope"),
     ("GetModelStatus: unknown version", "GET", "/v1/models/toy/versions/7", None, 404, C.NOT_FOUND,
      "Could not find version 7 of model toy"),
+    ("GetModelStatus: unknown version label (this server)", "GET", "/v1/models/toy/labels/beta",
+     None, 400, C.INVALID_ARGUMENT, "Unrecognized servable version label: beta"),
     ("unknown model", "GET", "/v1/models/nope/metadata", None, 404, C.NOT_FOUND,
      "Servable not found for request: Latest(nope)"),
     ("REST: path outside /v1/ (this server)", "GET", "/v2/models/toy", None, 404, C.NOT_FOUND,
