@@ -162,10 +162,16 @@ def check_inputs(signature_def, arrays, dtypes=None, utf8_inputs=(), where=""):
                                   f"text: {exc}") from None
 
 
-def _require_model_spec(request):
-    """INVALID_ARGUMENT "Missing ModelSpec", as the stock server, for a request without one."""
+def _model_spec(request):
+    """Returns the request's ModelSpec.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT "Missing ModelSpec" when it has none, as the
+            stock services (warm-up replays, which need not name a model, skip this).
+    """
     if not request.HasField("model_spec"):
         raise invalid("Missing ModelSpec")
+    return request.model_spec
 
 
 def call_signature(function, signature_def, arrays):
@@ -278,8 +284,7 @@ class InferenceCore:
 
     def predict(self, request, servable=None):
         """Answers a `PredictRequest` (see the module docstring for errors)."""
-        _require_model_spec(request)
-        servable = servable or self.resolve(request.model_spec)
+        servable = servable or self.resolve(_model_spec(request))
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         # As the stock server: the signature and the input names before any decoding.
         check_input_names(servable.signature(signature_name)[0], request.inputs)
@@ -362,8 +367,7 @@ class InferenceCore:
 
     def classify(self, request, servable=None):
         """Answers a `ClassificationRequest`."""
-        _require_model_spec(request)
-        servable = servable or self.resolve(request.model_spec)
+        servable = servable or self.resolve(_model_spec(request))
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         response = classification_pb2.ClassificationResponse()
         response.result.CopyFrom(self.classification_result(servable, signature_name, request.input))
@@ -372,8 +376,7 @@ class InferenceCore:
 
     def regress(self, request, servable=None):
         """Answers a `RegressionRequest`."""
-        _require_model_spec(request)
-        servable = servable or self.resolve(request.model_spec)
+        servable = servable or self.resolve(_model_spec(request))
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         response = regression_pb2.RegressionResponse()
         response.result.CopyFrom(self.regression_result(servable, signature_name, request.input))
@@ -424,7 +427,7 @@ class InferenceCore:
 
     def get_model_metadata(self, request):
         """Answers `GetModelMetadataRequest`: the `SignatureDefMap` in an Any."""
-        _require_model_spec(request)
+        _model_spec(request)
         if not request.metadata_field:
             raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
         for field in request.metadata_field:
@@ -441,7 +444,7 @@ class InferenceCore:
 
     def get_model_status(self, request):
         """Answers `GetModelStatusRequest` from the manager's version states."""
-        _require_model_spec(request)
+        _model_spec(request)
         spec = request.model_spec
         choice = spec.WhichOneof("version_choice")
         statuses = self.manager.status(
