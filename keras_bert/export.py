@@ -35,9 +35,15 @@ or `embedding` (the encoder).
   - squad1, squad2: `text` is the question, `text_b` the context. `answer_text`,
     `answer_start`/`answer_end` (character offsets into the context, widened to whole
     words; -1 when there is no answer), `score` (best start+end logit sum) and
-    `null_score` ([CLS] start+end). One window: the question keeps its first
-    `max_query_length` pieces and the context what fits after it; the span is at most
-    `max_answer_length` pieces. With `allow_no_answer` (squad2) the answer
+    `null_score` (the lowest [CLS] start+end over the windows). Long contexts are
+    windowed in the graph as fine-tuning windows them (the original `run_squad.py`):
+    the question keeps its first `max_query_length` pieces (fewer if the window would
+    hold no context), each window is `[CLS] question [SEP] context part [SEP]` of at
+    most `max_seq_length` pieces, and windows start `doc_stride` context pieces
+    apart. The answer is the best span of any window: start and end on the window's
+    context part, at most `max_answer_length` pieces, starting in the window where
+    its first piece has the most context (`keras_bert.tasks.max_context_windows`);
+    offsets are into the whole context. With `allow_no_answer` (squad2) the answer
     is empty unless `score > null_score + null_score_threshold`.
 - `embed`: the same text inputs → `pooled_output`, `mean_pooled_output` (all tasks).
 - `encoded`: pre-tokenized `input_ids`, `segment_ids`, `input_mask` int32 [batch, seq] →
@@ -149,11 +155,15 @@ class BertServingModule(tf.Module):
             "whitespace" (as CoNLL-style training data) or "punctuation" (BERT's basic
             tokenizer: punctuation characters are words of their own). Defaults to
             "whitespace".
+        max_query_length, max_answer_length, null_score_threshold, doc_stride:
+            squad1/squad2 settings (see the module docstring). Defaults to 64, 30,
+            0.0 and 128, fine-tuning's defaults.
     """
 
     def __init__(self, model, vocab_path, do_lower_case, max_seq_length=128, labels=None,
                  pair=False, top_k=5, task=None, max_query_length=64, max_answer_length=30,
-                 allow_no_answer=None, null_score_threshold=0.0, ner_words="whitespace"):
+                 allow_no_answer=None, null_score_threshold=0.0, ner_words="whitespace",
+                 doc_stride=128):
         super().__init__(name="bert_serving")
         if ner_words not in NER_WORDS:
             raise ExportError(f"ner_words must be one of {NER_WORDS}; got {ner_words!r}")
@@ -182,6 +192,9 @@ class BertServingModule(tf.Module):
             raise ExportError(f"unknown task {self.task!r}; expected a task "
                               f"({', '.join(TASKS)}) or one of {', '.join(EXPORT_KINDS)}")
         self.max_query_length = int(max_query_length)
+        self.doc_stride = int(doc_stride)
+        if self.doc_stride < 1:
+            raise ExportError(f"doc_stride must be at least 1; got {doc_stride}")
         self.max_answer_length = int(max_answer_length)
         self.allow_no_answer = bool(allow_no_answer)
         self.null_score_threshold = float(null_score_threshold)
@@ -349,57 +362,91 @@ class BertServingModule(tf.Module):
                                         tf.int32)}
 
     def _answers(self, question, context):
-        """Extractive QA on raw text: the best span of the context, in characters."""
+        """Extractive QA on raw text: the best span of the context, in characters.
+
+        The context is cut into windows `[CLS] question [SEP] window [SEP]` that start
+        `doc_stride` pieces apart (`keras_bert.tasks.window_spans`, as training data
+        was built); every window runs through the model as one row, and the answer
+        is the best allowed span of any window of the example.
+        """
         tok = self.tokenizer
         q = tok.tokenize(question, "text")
-        q = _keep_first(q, tf.minimum(q.row_lengths(), self.max_query_length))
+        # The question gives way so that every window holds at least one context piece.
+        q = _keep_first(q, tf.minimum(q.row_lengths(),
+                                      min(self.max_query_length, self.max_seq_length - 4)))
         ids, starts, ends = tok.tokenize_words_with_offsets(context, "text_b")
         ctx = ids.merge_dims(1, 2)  # (batch, (pieces))
-        # The word of every context piece, for mapping a span back to characters.
-        word_of_piece = tf.RaggedTensor.from_row_lengths(
-            tf.repeat(tf.range(tf.size(ids.row_lengths(axis=2), out_type=tf.int64)),
-                      ids.row_lengths(axis=2).flat_values), ctx.row_lengths())
-        budget = self.max_seq_length - 3 - q.row_lengths()
-        ctx = _keep_first(ctx, budget)
-        word_of_piece = _keep_first(word_of_piece, budget)
-        batch = tf.shape(budget, out_type=tf.int64)[0]
-        inputs = _model_inputs(tok, q, ctx)
+        # The word (batch-wide index) of every context piece, for mapping back to bytes.
+        word_of_piece = tf.repeat(tf.range(tf.size(ids.row_lengths(axis=2), out_type=tf.int64)),
+                                  ids.row_lengths(axis=2).flat_values)  # (pieces,)
+        batch = ctx.nrows()
+        num_pieces = ctx.row_lengths()  # (batch,)
+        budget = self.max_seq_length - 3 - q.row_lengths()  # context pieces per window
+        step = tf.minimum(budget, self.doc_stride)
+        num_windows = 1 + (tf.maximum(num_pieces - budget, 0) + step - 1) // step
+        # One row per window: its example, first context piece and length.
+        row = tf.repeat(tf.range(batch), num_windows)  # (windows,)
+        num_rows = tf.size(row, out_type=tf.int64)
+        window = tf.range(num_rows)
+        win_start = tf.ragged.range(num_windows).flat_values * tf.gather(step, row)
+        win_len = tf.minimum(tf.gather(num_pieces, row) - win_start, tf.gather(budget, row))
+        ctx_start = tf.gather(ctx.row_starts(), row)  # the example's first piece, batch-wide
+        pieces = tf.ragged.range(ctx_start + win_start, ctx_start + win_start + win_len)
+        q_w = tf.gather(q, row)
+        inputs = _model_inputs(tok, q_w, tf.gather(ctx.flat_values, pieces))
         out = self.model(inputs, training=False)
-        start_logits = tf.cast(out["start_logits"], tf.float32)  # (batch, seq_len)
+        start_logits = tf.cast(out["start_logits"], tf.float32)  # (windows, seq_len)
         end_logits = tf.cast(out["end_logits"], tf.float32)
         seq_len = tf.shape(start_logits, out_type=tf.int64)[1]
-        offset = q.row_lengths() + 2  # first context position
+        offset = q_w.row_lengths() + 2  # first context position of each window
         position = tf.range(seq_len)[None, :]
-        in_context = (position >= offset[:, None]) & (
-            position < (offset + ctx.row_lengths())[:, None])  # (batch, seq_len)
-        # (batch, start, end) scores of every allowed span.
+        local = position - offset[:, None]  # (windows, seq_len): piece index in the window
+        in_context = (local >= 0) & (local < win_len[:, None])
+        # A span may start only where its first piece has the most context
+        # (`keras_bert.tasks.max_context_windows`; the first best window wins).
+        context_score = (tf.cast(tf.minimum(local, win_len[:, None] - 1 - local), tf.float32)
+                         + 0.01 * tf.cast(win_len, tf.float32)[:, None])
+        total = tf.size(ctx.flat_values, out_type=tf.int64)
+        piece = tf.where(in_context, (ctx_start + win_start)[:, None] + local, total)
+        best_context = tf.math.unsorted_segment_max(context_score, piece, total + 1)
+        is_best = in_context & tf.equal(context_score, tf.gather(best_context, piece))
+        owner = tf.math.unsorted_segment_min(
+            tf.where(is_best, tf.broadcast_to(window[:, None], tf.shape(piece)), num_rows),
+            piece, total + 1)
+        owned = is_best & tf.equal(window[:, None], tf.gather(owner, piece))
+        # (windows, start, end) scores of every allowed span.
         span = start_logits[:, :, None] + end_logits[:, None, :]
         length = position[:, None, :] - position[:, :, None]
-        allowed = (in_context[:, :, None] & in_context[:, None, :] & (length >= 0)
+        allowed = (owned[:, :, None] & in_context[:, None, :] & (length >= 0)
                    & (length < self.max_answer_length))
-        span = tf.where(allowed, span, tf.fill(tf.shape(span), -1e30))
-        best = tf.argmax(tf.reshape(span, [batch, -1]), axis=1)
+        span = tf.reshape(tf.where(allowed, span, tf.fill(tf.shape(span), -1e30)),
+                          [num_rows, seq_len * seq_len])
+        window_score = tf.reduce_max(span, axis=1)  # (windows,)
+        window_best = tf.argmax(span, axis=1)
+        # The example's best window: the first that reaches the example's best score.
+        score = tf.math.unsorted_segment_max(window_score, row, batch)  # (batch,)
+        reaches = window_score >= tf.gather(score, row)
+        best_window = tf.math.unsorted_segment_min(tf.where(reaches, window, num_rows), row, batch)
+        best_window = tf.minimum(best_window, tf.maximum(num_rows - 1, 0))
+        best = tf.gather(window_best, best_window)
         best_start, best_end = best // seq_len, best % seq_len
-        score = tf.reduce_max(tf.reshape(span, [batch, -1]), axis=1)
-        has_context = tf.reduce_any(in_context, axis=1)
-        null_score = start_logits[:, 0] + end_logits[:, 0]
+        # SQuAD 2.0's null score: the lowest [CLS] score over the example's windows.
+        null_score = tf.math.unsorted_segment_min(start_logits[:, 0] + end_logits[:, 0], row, batch)
+        has_context = num_pieces > 0
         answered = has_context
         if self.allow_no_answer:
             answered &= score > null_score + self.null_score_threshold
-        # Context piece -> word -> byte span in the context text.
-        rows = tf.range(batch)
-        first_piece = tf.maximum(best_start - offset, 0)
-        last_piece = tf.maximum(best_end - offset, 0)
-        padded_words = word_of_piece.to_tensor(default_value=0)
-        safe = tf.maximum(tf.shape(padded_words, out_type=tf.int64)[1] - 1, 0)
-
-        def word_at(piece):
-            index = tf.stack([rows, tf.minimum(piece, safe)], axis=1)
-            return tf.gather_nd(tf.pad(padded_words, [[0, 0], [0, 1]]), index)
-
+        # Window position -> batch-wide context piece -> word -> byte span in the context.
+        base = tf.gather(ctx_start + win_start - offset, best_window)
+        safe = tf.maximum(total - 1, 0)
         # One spare entry keeps the gathers in range when no row has any context.
-        byte_start = tf.gather(tf.concat([starts.flat_values, [0]], 0), word_at(first_piece))
-        byte_end = tf.gather(tf.concat([ends.flat_values, [0]], 0), word_at(last_piece))
+        padded_words = tf.concat([word_of_piece, [0]], 0)
+
+        def word_at(position):
+            return tf.gather(padded_words, tf.clip_by_value(base + position, 0, safe))
+
+        byte_start = tf.gather(tf.concat([starts.flat_values, [0]], 0), word_at(best_start))
+        byte_end = tf.gather(tf.concat([ends.flat_values, [0]], 0), word_at(best_end))
         byte_start = tf.where(answered, byte_start, 0)
         byte_end = tf.where(answered, byte_end, 0)
         zero = tf.zeros_like(byte_start)
@@ -553,7 +600,7 @@ def export_saved_model(model, base_path, model_name, vocab_path, do_lower_case=N
                        version=None, max_seq_length=128, labels=None, pair=False, top_k=5,
                        task=None, warmup_texts=None, compute_dtype=None, max_query_length=64,
                        max_answer_length=30, allow_no_answer=None, null_score_threshold=0.0,
-                       ner_words="whitespace"):
+                       ner_words="whitespace", doc_stride=128):
     """Exports `model` as `base_path/model_name/version/` with raw-text signatures.
 
     Args:
@@ -576,6 +623,8 @@ def export_saved_model(model, base_path, model_name, vocab_path, do_lower_case=N
         max_query_length, max_answer_length, allow_no_answer, null_score_threshold:
             squad1/squad2 settings (see the module docstring); `allow_no_answer`
             defaults to the task's (True for squad2). Defaults to 64, 30, None, 0.0.
+        doc_stride: squad1/squad2: context pieces between the starts of the windows
+            a long context is cut into, as in fine-tuning. Defaults to 128.
         ner_words: NER word splitting, "whitespace" (as CoNLL-style training data)
             or "punctuation". Defaults to "whitespace".
         compute_dtype: export a copy computing in this dtype, e.g. "bfloat16" (faster
@@ -603,7 +652,7 @@ def export_saved_model(model, base_path, model_name, vocab_path, do_lower_case=N
         tf.io.gfile.copy(vocab_path, local_vocab, overwrite=True)
         module = BertServingModule(model, local_vocab, do_lower_case, max_seq_length, labels,
                                    pair, top_k, task, max_query_length, max_answer_length,
-                                   allow_no_answer, null_score_threshold, ner_words)
+                                   allow_no_answer, null_score_threshold, ner_words, doc_stride)
         pair = module.pair
         signatures = module.signatures()
         staging = os.path.join(tmp, "export")

@@ -9,7 +9,8 @@ import grpc
 # tensorflow.error.Code numbers are the gRPC status numbers.
 _CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
-# The stock server's mapping (tensorflow_serving/model_servers/http_server.cc).
+# The stock server's mapping (tensorflow_serving/model_servers/http_server.cc,
+# `ToHTTPStatusCode`): FAILED_PRECONDITION and OUT_OF_RANGE are 400 there too.
 _HTTP_STATUS = {
     grpc.StatusCode.OK: 200,
     grpc.StatusCode.CANCELLED: 499,
@@ -20,7 +21,7 @@ _HTTP_STATUS = {
     grpc.StatusCode.ALREADY_EXISTS: 409,
     grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.FAILED_PRECONDITION: 412,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
     grpc.StatusCode.ABORTED: 409,
     grpc.StatusCode.OUT_OF_RANGE: 400,
     grpc.StatusCode.UNIMPLEMENTED: 501,

@@ -2,12 +2,20 @@
 
 Every public method takes and returns the tensorflow-serving-api protos; the REST
 front end builds the same protos (or the same numpy inputs) from JSON. Failures
-are raised as `ServingError` with the status the stock server would give:
+are raised as `ServingError` with the status code and message the stock
+tensorflow_model_server gives (its predict_util.cc, classifier.cc, regressor.cc,
+multi_inference.cc, get_model_metadata_impl.cc, server_core.cc):
 
-* unknown model / version / label / signature -> NOT_FOUND;
+* unknown model or version -> NOT_FOUND "Servable not found for request: ...";
+* unknown version label -> INVALID_ARGUMENT "Unrecognized servable version label: L";
+* unknown signature -> FAILED_PRECONDITION 'Serving signature key "S" not found.'
+  (Predict), INVALID_ARGUMENT "No signature was found with the name: S"
+  (Classify, Regress);
 * missing or extra input, wrong dtype or shape, empty batch, invalid UTF-8 in a
   text input, an undecodable TensorProto, a model-side InvalidArgumentError
   -> INVALID_ARGUMENT.
+
+The README's table lists every case with its gRPC code and REST status.
 
 Example:
     >>> core = InferenceCore(manager)
@@ -20,11 +28,13 @@ import time
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     inference_pb2,
+    model_pb2,
     predict_pb2,
     prediction_log_pb2,
     regression_pb2,
@@ -49,9 +59,10 @@ def invalid(message):
 
 
 def _dtype_name(enum_value):
+    """TensorFlow's `DataTypeString`: "float", "int32", "string", ..."""
     try:
-        return tf.as_dtype(enum_value).name
-    except TypeError:
+        return types_pb2.DataType.Name(enum_value)[len("DT_"):].lower()
+    except ValueError:
         return f"DataType({enum_value})"
 
 
@@ -83,12 +94,34 @@ def tensor_proto_to_array(proto, name):
                                  f"{[d.size for d in proto.tensor_shape.dim]}")
         array = tf.make_ndarray(proto)
     except Exception as exc:
-        raise invalid(f"Cannot decode input tensor {name!r}: {type(exc).__name__}: {exc}") from exc
+        raise invalid(f"tensor parsing error: {name}") from exc
     return array
+
+
+def _braced(names):
+    return "{" + ",".join(sorted(names)) + "}"
+
+
+def check_input_names(signature_def, names):
+    """INVALID_ARGUMENT, with the stock server's messages, unless `names` are the inputs."""
+    expected, given = set(signature_def.inputs), set(names)
+    if len(given) != len(expected):
+        raise invalid(
+            f"input size does not match signature: {len(given)}!={len(expected)} "
+            f"len({_braced(given)}) != len({_braced(expected)}). "
+            f"Sent extra: {_braced(given - expected)}. "
+            f"Missing but required: {_braced(expected - given)}.")
+    if given != expected:
+        raise invalid(f"input tensor alias not found in signature: {min(given - expected)}. "
+                      f"Inputs expected to be in the set {_braced(expected)}.")
 
 
 def check_inputs(signature_def, arrays, dtypes=None, utf8_inputs=(), where=""):
     """Validates request inputs against a SignatureDef, the way the stock server does.
+
+    Input names and dtypes are checked with the stock server's messages
+    (`VerifyRequestInputsSize`, `GetInputValues`); shape, empty-batch and UTF-8
+    checks are this server's, named with `where`.
 
     Args:
         signature_def: the signature's `SignatureDef`.
@@ -103,17 +136,12 @@ def check_inputs(signature_def, arrays, dtypes=None, utf8_inputs=(), where=""):
     Raises:
         ServingError: INVALID_ARGUMENT naming the input and what was expected.
     """
-    expected, given = set(signature_def.inputs), set(arrays)
-    if expected != given:
-        raise invalid(
-            f"{where}: input size does not match signature: {len(given)}!={len(expected)} "
-            f"len({sorted(given)}) != len({sorted(expected)}). "
-            f"Sent extra: {sorted(given - expected)}. Missing but required: {sorted(expected - given)}.")
+    check_input_names(signature_def, arrays)
     for name, info in signature_def.inputs.items():
         array = arrays[name]
         if dtypes is not None and dtypes[name] != info.dtype:
-            raise invalid(f"{where}: input {name!r} expects dtype {_dtype_name(info.dtype)} "
-                          f"but {_dtype_name(dtypes[name])} was provided")
+            raise invalid(f"Expected input {name} to be {_dtype_name(info.dtype)} but get "
+                          f"{_dtype_name(dtypes[name])}.")
         shape = info.tensor_shape
         if not shape.unknown_rank:
             dims = [d.size for d in shape.dim]
@@ -132,6 +160,18 @@ def check_inputs(signature_def, arrays, dtypes=None, utf8_inputs=(), where=""):
                 except (UnicodeDecodeError, AttributeError) as exc:
                     raise invalid(f"{where}: input {name!r} element {index} is not valid UTF-8 "
                                   f"text: {exc}") from None
+
+
+def _model_spec(request):
+    """Returns the request's ModelSpec.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT "Missing ModelSpec" when it has none, as the
+            stock services (warm-up replays, which need not name a model, skip this).
+    """
+    if not request.HasField("model_spec"):
+        raise invalid("Missing ModelSpec")
+    return request.model_spec
 
 
 def call_signature(function, signature_def, arrays):
@@ -154,9 +194,9 @@ def _examples_to_serialized(input_proto):
         examples = input_proto.example_list_with_context.examples
         serialized = [context + e.SerializeToString() for e in examples]
     else:
-        raise invalid("Input is empty: set example_list or example_list_with_context")
+        raise invalid("Input is empty.")
     if not serialized:
-        raise invalid("Input is empty: no examples")
+        raise invalid("Input is empty.")
     return np.array(serialized, dtype=object)
 
 
@@ -183,7 +223,7 @@ class InferenceCore:
     def resolve(self, model_spec):
         """Returns the `Servable` a `ModelSpec` names (NOT_FOUND if none)."""
         if not model_spec.name:
-            raise invalid("Missing ModelSpec name")
+            raise invalid("ModelSpec has no name specified.")
         choice = model_spec.WhichOneof("version_choice")
         if choice == "version":
             return self.manager.resolve(model_spec.name, version=model_spec.version.value)
@@ -217,10 +257,14 @@ class InferenceCore:
         signature_def, function = servable.signature(signature_name)
         where = f"model {servable.name!r} version {servable.version} signature {signature_name!r}"
         check_inputs(signature_def, arrays, dtypes, self.utf8_inputs, where)
-        unknown = [n for n in output_filter if n not in signature_def.outputs]
-        if unknown:
-            raise invalid(f"{where}: output tensor alias not found in signature: {unknown[0]}. "
-                          f"Outputs expected to be in the set {sorted(signature_def.outputs)}.")
+        seen = set()
+        for alias in output_filter:
+            if alias not in signature_def.outputs:
+                raise invalid(f"output tensor alias not found in signature: {alias} Outputs "
+                              f"expected to be in the set {_braced(signature_def.outputs)}.")
+            if alias in seen:
+                raise invalid(f"duplicate output tensor alias: {alias}")
+            seen.add(alias)
 
         def run_fn(inputs):
             try:
@@ -240,8 +284,10 @@ class InferenceCore:
 
     def predict(self, request, servable=None):
         """Answers a `PredictRequest` (see the module docstring for errors)."""
-        servable = servable or self.resolve(request.model_spec)
+        servable = servable or self.resolve(_model_spec(request))
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        # As the stock server: the signature and the input names before any decoding.
+        check_input_names(servable.signature(signature_name)[0], request.inputs)
         arrays, dtypes = {}, {}
         for name, proto in request.inputs.items():
             arrays[name] = tensor_proto_to_array(proto, name)
@@ -257,14 +303,15 @@ class InferenceCore:
     # ---- classify / regress ----------------------------------------------------
 
     def _run_examples(self, servable, signature_name, method, input_proto):
+        if not servable.has_signature(signature_name):
+            raise invalid(f"No signature was found with the name: {signature_name}")
         signature_def, function = servable.signature(signature_name)
         kind = "classification" if method == CLASSIFY_METHOD else "regression"
         if signature_def.method_name != method:
             raise invalid(f"Expected {kind} signature method_name to be {method}. "
-                          f"Was: {signature_def.method_name} (signature {signature_name!r})")
+                          f"Was: {signature_def.method_name}")
         if len(signature_def.inputs) != 1:
-            raise invalid(f"Expected one input Tensor in {kind} signature {signature_name!r}, "
-                          f"found {len(signature_def.inputs)}")
+            raise invalid("Expected one input Tensor.")
         serialized = _examples_to_serialized(input_proto)
         (input_name,) = signature_def.inputs
         try:
@@ -320,7 +367,7 @@ class InferenceCore:
 
     def classify(self, request, servable=None):
         """Answers a `ClassificationRequest`."""
-        servable = servable or self.resolve(request.model_spec)
+        servable = servable or self.resolve(_model_spec(request))
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         response = classification_pb2.ClassificationResponse()
         response.result.CopyFrom(self.classification_result(servable, signature_name, request.input))
@@ -329,7 +376,7 @@ class InferenceCore:
 
     def regress(self, request, servable=None):
         """Answers a `RegressionRequest`."""
-        servable = servable or self.resolve(request.model_spec)
+        servable = servable or self.resolve(_model_spec(request))
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         response = regression_pb2.RegressionResponse()
         response.result.CopyFrom(self.regression_result(servable, signature_name, request.input))
@@ -337,35 +384,42 @@ class InferenceCore:
         return response
 
     def multi_inference(self, request, servable=None):
-        """Answers a `MultiInferenceRequest`: several classify/regress tasks, one input."""
-        if not request.tasks:
-            raise invalid("MultiInferenceRequest must specify at least one task")
-        names = {t.model_spec.name for t in request.tasks}
-        if len(names) != 1:
-            raise invalid(f"All ModelSpecs in a MultiInferenceRequest must access the same model "
-                          f"name, got {sorted(names)}")
-        specs = {(t.model_spec.WhichOneof("version_choice"), t.model_spec.version.value,
-                  t.model_spec.version_label) for t in request.tasks}
-        if len(specs) != 1:
-            raise invalid("All ModelSpecs in a MultiInferenceRequest must access the same model version")
-        servable = servable or self.resolve(request.tasks[0].model_spec)
+        """Answers a `MultiInferenceRequest`: several classify/regress tasks, one input.
+
+        Every task is checked before any runs, in the stock server's order.
+        """
+        model_spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
+        servable = servable or self.resolve(model_spec)
         seen = set()
-        response = inference_pb2.MultiInferenceResponse()
         for task in request.tasks:
+            if not task.model_spec.name:
+                raise invalid("Found ModelSpec with an empty model name.")
+            if task.model_spec.name != model_spec.name:
+                raise invalid("All ModelSpecs in a MultiInferenceRequest must access the same "
+                              "model name.")
             signature_name = task.model_spec.signature_name or DEFAULT_SIGNATURE
             if signature_name in seen:
                 raise invalid(f"Duplicate evaluation of signature: {signature_name}")
             seen.add(signature_name)
+            if not servable.has_signature(signature_name):
+                raise invalid(f"Requested signature not found in model graph: {signature_name}")
+            if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
+                raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                                   f"Unsupported signature method_name: {task.method_name}")
+        specs = {(t.model_spec.WhichOneof("version_choice"), t.model_spec.version.value,
+                  t.model_spec.version_label) for t in request.tasks}
+        if len(specs) != 1:
+            raise invalid("All ModelSpecs in a MultiInferenceRequest must access the same model version")
+        response = inference_pb2.MultiInferenceResponse()
+        for task in request.tasks:
+            signature_name = task.model_spec.signature_name or DEFAULT_SIGNATURE
             result = response.results.add()
             if task.method_name == CLASSIFY_METHOD:
                 result.classification_result.CopyFrom(
                     self.classification_result(servable, signature_name, request.input))
-            elif task.method_name == REGRESS_METHOD:
+            else:
                 result.regression_result.CopyFrom(
                     self.regression_result(servable, signature_name, request.input))
-            else:
-                raise invalid(f"Unsupported signature method_name: {task.method_name!r}; expected "
-                              f"{CLASSIFY_METHOD} or {REGRESS_METHOD}")
             self._fill_spec(result.model_spec, servable, signature_name)
         return response
 
@@ -373,6 +427,7 @@ class InferenceCore:
 
     def get_model_metadata(self, request):
         """Answers `GetModelMetadataRequest`: the `SignatureDefMap` in an Any."""
+        _model_spec(request)
         if not request.metadata_field:
             raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
         for field in request.metadata_field:
@@ -389,9 +444,8 @@ class InferenceCore:
 
     def get_model_status(self, request):
         """Answers `GetModelStatusRequest` from the manager's version states."""
+        _model_spec(request)
         spec = request.model_spec
-        if not spec.name:
-            raise invalid("Missing model name in request.")
         choice = spec.WhichOneof("version_choice")
         statuses = self.manager.status(
             spec.name,

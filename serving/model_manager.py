@@ -177,21 +177,22 @@ class Servable:
         self.signature_defs = signature_defs
         self.functions = dict(module.signatures)
 
+    def has_signature(self, signature_name):
+        """Whether `signature_name` is a callable signature of this version."""
+        return signature_name in self.signature_defs and signature_name in self.functions
+
     def signature(self, signature_name):
         """Returns `(signature_def, concrete_function)` of a callable signature.
 
         Raises:
-            ServingError: NOT_FOUND if the model has no such callable signature.
+            ServingError: FAILED_PRECONDITION if the model has no such signature, with
+                the stock server's Predict message (Classify, Regress and REST check
+                `has_signature` first and word it as the stock server does there).
         """
-        signature_def = self.signature_defs.get(signature_name)
-        function = self.functions.get(signature_name)
-        if signature_def is None or function is None:
-            callable_names = sorted(n for n in self.functions if n in self.signature_defs)
-            raise ServingError(
-                grpc.StatusCode.NOT_FOUND,
-                f'Serving signature key "{signature_name}" not found in model {self.name!r} '
-                f"version {self.version}; it has {callable_names}")
-        return signature_def, function
+        if not self.has_signature(signature_name):
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f'Serving signature key "{signature_name}" not found.')
+        return self.signature_defs[signature_name], self.functions[signature_name]
 
 
 def load_servable(name, version, path, tags=("serve",)):
@@ -475,11 +476,13 @@ class ModelManager:
         with self._lock:
             return sorted(self._models)
 
-    def _label_version(self, model, label):
-        labels = dict(model.config.version_labels)
+    @staticmethod
+    def _label_version(model, label):
+        labels = dict(model.config.version_labels) if model is not None else {}
         if label not in labels:
-            raise ServingError(grpc.StatusCode.NOT_FOUND,
-                               f"Unrecognized servable version label: {label} (model {model.config.name!r})")
+            # The stock ServerCore::GetModelVersionForLabel, for unknown models too.
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"Unrecognized servable version label: {label}")
         return labels[label]
 
     def resolve(self, name, version=None, label=None):
@@ -492,11 +495,13 @@ class ModelManager:
             label: a version label from the config, or None. Defaults to None.
 
         Raises:
-            ServingError: NOT_FOUND for an unknown model, version or label.
+            ServingError: NOT_FOUND for an unknown model or version ("Servable not
+                found for request: Latest(name)" / "Specific(name, version)"),
+                INVALID_ARGUMENT for an unknown label, as the stock server.
         """
         with self._lock:
             model = self._models.get(name)
-            if model is not None and label:
+            if label:
                 version = self._label_version(model, label)
             if model is None or not model.servables:
                 if version is None:

@@ -11,7 +11,9 @@ Routes (as tensorflow_model_server):
 
 Binary strings travel as `{"b64": "..."}`, both ways (outputs whose name ends in
 `_bytes`, or that are not valid UTF-8, are sent so). Errors are `{"error": "..."}`
-with the HTTP status the stock server maps each gRPC code to.
+with the HTTP status the stock server maps each gRPC code to, and the stock
+messages of its JSON parser (tensorflow_serving/util/json_tensor.cc) and REST
+handler (http_rest_api_handler.cc).
 
 Example:
     $ curl -d '{"instances": ["a text"]}' localhost:8501/v1/models/bert:predict
@@ -30,6 +32,7 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
+from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -56,14 +59,51 @@ def _is_b64(value):
     return isinstance(value, dict) and len(value) == 1 and "b64" in value
 
 
+def _json_text(value, limit=1024):
+    """A JSON value as the stock server quotes it in messages (compact JSON, cut at `limit`)."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _json_type(value):
+    if value is None:
+        return "Null"
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return {dict: "Object", list: "Array", str: "String"}.get(type(value), "Number")
+
+
+def _type_name(dtype):
+    """TensorFlow's `DataTypeString` of a `tf.DType`: "float", "int32", "string", ..."""
+    return types_pb2.DataType.Name(dtype.as_datatype_enum)[len("DT_"):].lower()
+
+
+def _fits(leaf, dtype):
+    """Whether a JSON leaf is of a kind the numeric or bool `dtype` takes."""
+    if isinstance(leaf, bool) or dtype == tf.bool:
+        return isinstance(leaf, bool) and dtype == tf.bool
+    if dtype.is_integer:
+        return isinstance(leaf, int)
+    return isinstance(leaf, (int, float))
+
+
+def _type_error(value, dtype):
+    return invalid(f"JSON Value: {_json_text(value)} Type: {_json_type(value)} is not of "
+                   f"expected type: {_type_name(dtype)}")
+
+
+def _format_error(value, what):
+    return invalid(f"JSON Value: {_json_text(value)} {what}")
+
+
 def _decode_b64(value, where):
     text = value["b64"]
     if not isinstance(text, str):
-        raise invalid(f"{where}: 'b64' value must be a string")
+        raise _format_error(value, "not formatted correctly for base64 data")
     try:
         return base64.b64decode(text, validate=True)
-    except (ValueError, TypeError) as exc:
-        raise invalid(f"{where}: 'b64' value is not valid base64: {exc}") from None
+    except (ValueError, TypeError):
+        raise invalid("Unable to base64 decode") from None
 
 
 def _flatten(value, where):
@@ -99,23 +139,17 @@ def json_to_array(value, dtype, where):
             elif _is_b64(leaf):
                 out.append(_decode_b64(leaf, where))
             else:
-                raise invalid(f"{where}: expects strings (or {{\"b64\": ...}}), got {json.dumps(leaf)[:50]}")
+                raise _type_error(leaf, dtype)
         array = np.empty(len(out), dtype=object)
         array[:] = out
         return array.reshape(shape)
-    if dtype == tf.bool:
-        if not all(isinstance(leaf, bool) for leaf in leaves):
-            raise invalid(f"{where}: expects true/false values")
-    elif dtype.is_integer:
-        if not all(isinstance(leaf, int) and not isinstance(leaf, bool) for leaf in leaves):
-            bad = next(leaf for leaf in leaves if not isinstance(leaf, int) or isinstance(leaf, bool))
-            raise invalid(f"{where}: expects {dtype.name} values, got {json.dumps(bad)[:50]}")
-    elif dtype.is_floating:
-        ok = all((isinstance(leaf, (int, float)) and not isinstance(leaf, bool)) for leaf in leaves)
-        if not ok:
-            raise invalid(f"{where}: expects {dtype.name} numbers")
-    else:
-        raise invalid(f"{where}: dtype {dtype.name} is not supported by the REST API")
+    if not (dtype == tf.bool or dtype.is_integer or dtype.is_floating):
+        raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                           f"Conversion of JSON Value: {_json_text(value)} to type: "
+                           f"{_type_name(dtype)}")
+    for leaf in leaves:
+        if not _fits(leaf, dtype):
+            raise _type_error(leaf, dtype)
     try:
         return np.array(leaves, dtype=dtype.as_numpy_dtype).reshape(shape)
     except (OverflowError, ValueError) as exc:
@@ -140,10 +174,42 @@ def array_to_json(name, array):
     return array.tolist()
 
 
+def _shape_text(shape):
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def _instance_item(value, dtype, name, previous):
+    """One row's value of an input; every row must have the first row's shape."""
+    array = json_to_array(value, dtype, name)
+    if previous:
+        first = previous[0]
+        if first.size != array.size:
+            raise invalid(f"Expecting tensor size: {first.size} but got: {array.size}")
+        if first.shape != array.shape:
+            raise invalid(f"Expecting shape {_shape_text(first.shape)} but got: "
+                          f"{_shape_text(array.shape)}")
+    return array
+
+
+def _stack(rows):
+    if rows[0].dtype == object:
+        out = np.empty((len(rows),) + rows[0].shape, dtype=object)
+        for i, row in enumerate(rows):
+            out[i, ...] = row
+        return out
+    return np.stack(rows)
+
+
 def _examples_input(body):
+    # The stock parser says "classify" for both methods.
     examples = body.get("examples")
-    if not isinstance(examples, list) or not examples:
-        raise invalid("Request body must have a non-empty 'examples' list")
+    if "examples" not in body:
+        raise _format_error(body, "When method is classify, key 'examples' is expected and was "
+                                  "not found")
+    if not isinstance(examples, list):
+        raise _format_error(body, "Expecting 'examples' value to be an list/array")
+    if not examples:
+        raise _format_error(body, "'examples' value is an empty array")
     input_proto = input_pb2.Input()
     context = body.get("context")
     if context is not None:
@@ -158,7 +224,7 @@ def _examples_input(body):
 
 def _fill_example(example, features, where):
     if not isinstance(features, dict):
-        raise invalid(f"{where}: an example must be a JSON object of features")
+        raise invalid(f"Example must be JSON object but got JSON {_json_type(features)}")
     for key, value in features.items():
         values = value if isinstance(value, list) else [value]
         feature = example.features.feature[key]
@@ -244,6 +310,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802
         self._handle("POST")
 
+    def _unsupported(self):
+        # Any other method on a /v1/ path is a malformed request (400), as the stock
+        # server; the connection closes because a body may be left unread.
+        self.close_connection = True
+        self._handle(self.command)
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _unsupported  # noqa: N815
+
     # -- plumbing --
 
     def _send(self, status, body, content_type="application/json"):
@@ -271,12 +345,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                f"Request body of {length} bytes exceeds the limit of "
                                f"{self.server.max_body_bytes} bytes")
         body = self.rfile.read(length)
+        if not body.strip():
+            raise invalid("JSON Parse error: The document is empty")
         try:
             parsed = json.loads(body)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise invalid(f"JSON Parse error: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise invalid(f"JSON Parse error: Invalid encoding in string. at offset: {exc.start}") \
+                from None
+        except json.JSONDecodeError as exc:
+            raise invalid(f"JSON Parse error: {exc.msg} at offset: {exc.pos}") from None
         if not isinstance(parsed, dict):
-            raise invalid("JSON Value: request body must be a JSON object")
+            raise _format_error(parsed, "Is not object")
         return parsed
 
     def _handle(self, method):
@@ -299,7 +378,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             version = int(match["version"]) if match["version"] is not None else None
             label = match["label"]
             verb = match["verb"]
-            if (method == "POST") != (verb is not None):
+            if method not in ("GET", "POST") or (method == "POST") != (verb is not None):
                 raise invalid(f"Malformed request: {method} {path}")
             if verb is None:
                 api = "metadata" if match["metadata"] else "status"
@@ -309,9 +388,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     result = self._status(model_name, version, label)
             else:
                 api = verb
+                # As the stock handler: the body is parsed and checked before the
+                # model is looked up.
                 body = self._read_body()
-                servable = server.core.manager.resolve(model_name, version=version, label=label)
-                result = getattr(self, "_" + verb)(servable, body)
+                result = getattr(self, "_" + verb)(model_name, version, label, body)
             self._send_json(200, result)
         except Exception as exc:
             error = from_exception(exc)
@@ -359,17 +439,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         signature_json = json_format.MessageToDict(signature_map, preserving_proto_field_name=True)
         return {"model_spec": spec, "metadata": {"signature_def": signature_json}}
 
-    def _predict(self, servable, body):
-        signature_name = body.get("signature_name", DEFAULT_SIGNATURE)
-        if not isinstance(signature_name, str):
-            raise invalid("'signature_name' must be a string")
+    def _resolve(self, name, version, label):
+        return self.server.core.manager.resolve(name, version=version, label=label)
+
+    def _predict(self, name, version, label, body):
+        signature_name = self._signature_name(body)
+        servable = self._resolve(name, version, label)
+        if not servable.has_signature(signature_name):
+            raise invalid(f'Serving signature name: "{signature_name}" not found in signature def')
         signature_def, _ = servable.signature(signature_name)
         specs = {name: tf.as_dtype(info.dtype) for name, info in signature_def.inputs.items()}
+        if not specs:
+            raise invalid(f"Failed to get input map for signature: {signature_name}")
         row_format = "instances" in body
-        if row_format == ("inputs" in body):
-            raise invalid("Request body must have exactly one of 'instances' (row format) or "
-                          "'inputs' (columnar format)")
-        arrays = self._row_inputs(body["instances"], specs) if row_format else \
+        if row_format and "inputs" in body:
+            raise _format_error(body, "Not formatted correctly expecting only one of 'inputs' or "
+                                      "'instances' keys to exist ")
+        if not row_format and "inputs" not in body:
+            raise invalid("Missing 'inputs' or 'instances' key")
+        arrays = self._row_inputs(body, specs) if row_format else \
             self._columnar_inputs(body["inputs"], specs)
         outputs = self.server.core.predict_arrays(servable, signature_name, arrays)
         json_outputs = {name: array_to_json(name, value) for name, value in outputs.items()}
@@ -389,63 +477,79 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                 for i in range(n)]}
 
     @staticmethod
-    def _row_inputs(instances, specs):
+    def _row_inputs(body, specs):
+        """The stock parser's row format: one value (or object of named values) per row."""
+        instances = body["instances"]
         if not isinstance(instances, list):
-            raise invalid("'instances' must be a list")
+            raise _format_error(body, "Expecting 'instances' to be an list/array")
         if not instances:
-            raise invalid("'instances' is empty: the batch has no rows")
-        named = all(isinstance(i, dict) and not _is_b64(i) for i in instances)
-        if not named:
-            if any(isinstance(i, dict) and not _is_b64(i) for i in instances):
-                raise invalid("'instances' mixes named (object) and unnamed rows")
-            if len(specs) != 1:
-                raise invalid(f"The signature has inputs {sorted(specs)}: each instance must be "
-                              f"an object naming them")
-            (name,) = specs
-            return {name: json_to_array(instances, specs[name], name)}
-        keys = set(instances[0])
+            raise _format_error(body, "No values in 'instances' array")
+        if not isinstance(instances[0], dict) and len(specs) > 1:
+            raise invalid("instances is a plain list, but expecting list of objects as multiple "
+                          "input tensors required as per tensorinfo_map")
+        named = isinstance(instances[0], dict) and not _is_b64(instances[0])
+        names = sorted(specs)
+        rows = {name: [] for name in names}
         for index, instance in enumerate(instances):
-            if set(instance) != keys:
-                raise invalid(f"instances[{index}] has inputs {sorted(instance)} but instances[0] "
-                              f"has {sorted(keys)}; all instances must name the same inputs")
-        unknown = sorted(keys - set(specs))
-        if unknown:
-            raise invalid(f"input tensor alias not found in signature: {unknown[0]}. Inputs "
-                          f"expected to be in the set {sorted(specs)}.")
-        return {name: json_to_array([i[name] for i in instances], specs[name], name) for name in keys}
+            is_named = isinstance(instance, dict) and not _is_b64(instance)
+            if is_named != named:
+                raise invalid(f"Expecting {'object' if named else 'value/list'} but got "
+                              f"{'object' if is_named else 'list'} at item {index} of input list")
+            items = instance.items() if named else [(names[0], instance)]
+            for key, value in items:
+                try:
+                    if key not in specs:
+                        raise invalid(f"JSON object: does not have named input: {key}")
+                    rows[key].append(_instance_item(value, specs[key], key, rows[key]))
+                except ServingError as exc:
+                    raise invalid(f"Failed to process element: {index}"
+                                  f"{f' key: {key}' if named else ''} of 'instances' list. "
+                                  f"Error: {exc.code.name}: {exc.message}") from None
+            if named and set(instance) != set(specs):
+                raise invalid(f"Failed to process element: {index} of 'instances' list. JSON "
+                              f"object: {_json_text(instance)} keys must be equal to: "
+                              f"{','.join(names)}")
+        return {name: _stack(values) for name, values in rows.items() if values}
 
     @staticmethod
     def _columnar_inputs(inputs, specs):
-        if isinstance(inputs, dict) and not _is_b64(inputs):
-            unknown = sorted(set(inputs) - set(specs))
-            if unknown:
-                raise invalid(f"input tensor alias not found in signature: {unknown[0]}. Inputs "
-                              f"expected to be in the set {sorted(specs)}.")
-            return {name: json_to_array(value, specs[name], name) for name, value in inputs.items()}
-        if len(specs) != 1:
-            raise invalid(f"The signature has inputs {sorted(specs)}: 'inputs' must be an object "
-                          f"naming them")
-        (name,) = specs
-        return {name: json_to_array(inputs, specs[name], name)}
+        """The stock parser's columnar format: one (batched) value per input name."""
+        if not isinstance(inputs, dict) or _is_b64(inputs):
+            if len(specs) > 1:
+                raise invalid("inputs is a plain value/list, but expecting an object as multiple "
+                              "input tensors required as per tensorinfo_map")
+            (name,) = specs
+            return {name: json_to_array(inputs, specs[name], name)}
+        for name in sorted(specs):
+            if name not in inputs:
+                raise invalid(f"Missing named input: {name} in 'inputs' object.")
+        # The stock parser ignores other keys; this server names the first one, with
+        # the message the stock gRPC API gives for an extra input.
+        unknown = sorted(set(inputs) - set(specs))
+        if unknown:
+            raise invalid(f"input tensor alias not found in signature: {unknown[0]}. Inputs "
+                          f"expected to be in the set {{{','.join(sorted(specs))}}}.")
+        return {name: json_to_array(value, specs[name], name) for name, value in inputs.items()}
 
-    def _classify(self, servable, body):
+    def _classify(self, name, version, label, body):
         request = classification_pb2.ClassificationRequest()
         request.model_spec.signature_name = self._signature_name(body)
         request.input.CopyFrom(_examples_input(body))
-        response = self.server.core.classify(request, servable=servable)
+        response = self.server.core.classify(request, servable=self._resolve(name, version, label))
         return {"result": [[[c.label, c.score] for c in row.classes]
                            for row in response.result.classifications]}
 
-    def _regress(self, servable, body):
+    def _regress(self, name, version, label, body):
         request = regression_pb2.RegressionRequest()
         request.model_spec.signature_name = self._signature_name(body)
         request.input.CopyFrom(_examples_input(body))
-        response = self.server.core.regress(request, servable=servable)
+        response = self.server.core.regress(request, servable=self._resolve(name, version, label))
         return {"result": [r.value for r in response.result.regressions]}
 
     @staticmethod
     def _signature_name(body):
         name = body.get("signature_name", DEFAULT_SIGNATURE)
         if not isinstance(name, str):
-            raise invalid("'signature_name' must be a string")
-        return name
+            raise _format_error(body, "not formatted correctly. 'signature_name' key must be a "
+                                      "string value.")
+        return name or DEFAULT_SIGNATURE

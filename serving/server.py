@@ -196,8 +196,13 @@ def _serve(api, request, context, handler, metrics, model_name):
             log.exception("%s failed", api)
     metrics.observe_request(model_name, api, "GRPC", code, time.perf_counter() - start)
     if error is not None:
-        context.abort(error.code, error.message)
+        context.abort(error.code, grpc_message(error.message))
     return response
+
+
+def grpc_message(message, limit=1024):
+    """The status message as the stock server sends it: cut after `limit` characters."""
+    return message if len(message) <= limit else message[:limit] + "...TRUNCATED"
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):

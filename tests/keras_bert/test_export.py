@@ -321,40 +321,47 @@ def test_ner_export_tags_the_words_training_labelled(ner_model, vocab, tmp_path)
     assert all(raw[s:e] == entity for _, s, e, entity in got)
 
 
+# Long enough for several overlapping windows at MAX_LEN with QA_STRIDE.
+_LONG_CONTEXT = " ".join(
+    f"In {1900 + i} the société of Montréal built {i} boats near the river." for i in range(12))
 QA_CASES = [("Who wrote the notes?", "Ada Lovelace wrote the notes on the Analytical Engine."),
             ("Où est-il né ?", "Il est né à Montréal, près du fleuve Saint-Laurent, en 1970."),
             ("what", "一 二 三 four five"), ("empty context", ""),
-            ("a very long question " * 20, "The context is cut off after the question.")]
+            ("a very long question " * 20, "The context is cut off after the question."),
+            ("When were the boats built?", _LONG_CONTEXT),
+            ("a very long question " * 20, _LONG_CONTEXT)]
+QA_STRIDE = 7
 
 
-def _reference_answer(model, vocab, question, context, max_len, max_query, max_answer):
-    """Python path: same window rule, brute-force best span, widened to whole words."""
+def _reference_answer(model, vocab, question, context, max_len, max_query, max_answer, stride):
+    """Python path: fine-tuning's windows and post-processing, widened to whole words.
+
+    `tasks.squad_features` cuts the windows, the Keras model scores each one and
+    `tasks.squad_nbest` (with every position a candidate) picks the answer.
+    """
     from keras_bert import tasks
     tok = BertTokenizer.from_vocab(vocab)
-    q = tok.convert_tokens_to_ids(tok.tokenize(question))[:max_query]
-    t = tasks.tokenize_with_offsets(tok, context)
-    words, word_of = [], []
-    for i, token in enumerate(t.tokens):
-        if not (token.startswith("##") and words):
-            words.append([t.starts[i], t.ends[i]])
-        words[-1][1] = t.ends[i]
-        word_of.append(len(words) - 1)
-    budget = max(max_len - 3 - len(q), 0)
-    ctx = tok.convert_tokens_to_ids(t.tokens)[:budget]
-    ids = [tok.cls_id] + q + [tok.sep_id] + ctx + [tok.sep_id]
-    seg = [0] * (len(q) + 2) + [1] * (len(ctx) + 1)
-    out = model({"input_ids": np.array([ids], "int32"), "segment_ids": np.array([seg], "int32"),
-                 "input_mask": np.ones((1, len(ids)), "int32")})
-    s, e = np.asarray(out["start_logits"])[0], np.asarray(out["end_logits"])[0]
-    off = len(q) + 2
-    best = None
-    for i in range(off, off + len(ctx)):
-        for j in range(i, min(i + max_answer, off + len(ctx))):
-            if best is None or s[i] + e[j] > best[0]:
-                best = (s[i] + e[j], i, j)
-    if best is None:
+    offsets = tasks.tokenize_with_offsets(tok, context)
+    example = tasks.SquadExample("q", question, context)
+    windows = tasks.squad_features(example, tok, max_len, stride, max_query, offsets=offsets)
+    starts, ends = [], []
+    for window in windows:
+        n = sum(window.features["input_mask"])
+        out = model({k: np.array([window.features[k][:n]], "int32")
+                     for k in ("input_ids", "segment_ids", "input_mask")})
+        starts.append(np.asarray(out["start_logits"])[0])
+        ends.append(np.asarray(out["end_logits"])[0])
+    best = tasks.squad_nbest(example, windows, starts, ends, n_best_size=max_len,
+                             max_answer_length=max_answer, offsets=offsets)
+    if best.best_start is None:
         return "", -1, -1
-    start, end = words[word_of[best[1] - off]][0], words[word_of[best[2] - off]][1]
+    words = []  # character span of every word (a token and its ## continuations)
+    for i, token in enumerate(offsets.tokens):
+        if not (token.startswith("##") and words):
+            words.append([offsets.starts[i], offsets.ends[i]])
+        words[-1][1] = offsets.ends[i]
+    start = next(s for s, e in words if s <= best.best_start < e)
+    end = next(e for s, e in words if s < best.best_end <= e)
     return context[start:end], start, end
 
 
@@ -375,7 +382,8 @@ def test_qa_export_gives_the_python_answer_with_character_offsets(vocab, tmp_pat
     model = checkpoints.build_model(BertConfig.preset("tiny", vocab_size=size, max_position_embeddings=64),
                                     "span_qa")
     result = export.export_saved_model(model, str(tmp_path), "qa", vocab, max_seq_length=MAX_LEN,
-                                       max_query_length=16, max_answer_length=5)
+                                       max_query_length=16, max_answer_length=5,
+                                       doc_stride=QA_STRIDE)
     assert result.task == "squad1"
     loaded = tf.saved_model.load(result.path)
     sig = loaded.signatures["serving_default"]
@@ -383,7 +391,7 @@ def test_qa_export_gives_the_python_answer_with_character_offsets(vocab, tmp_pat
     out = {k: v.numpy() for k, v in sig(text=tf.constant([q for q, _ in QA_CASES]),
                                         text_b=tf.constant([c for _, c in QA_CASES])).items()}
     for b, (question, context) in enumerate(QA_CASES):
-        want = _reference_answer(model, vocab, question, context, MAX_LEN, 16, 5)
+        want = _reference_answer(model, vocab, question, context, MAX_LEN, 16, 5, QA_STRIDE)
         got = (out["answer_text"][b].decode("utf-8"), int(out["answer_start"][b]),
                int(out["answer_end"][b]))
         assert got == want, (question, context)
@@ -391,3 +399,59 @@ def test_qa_export_gives_the_python_answer_with_character_offsets(vocab, tmp_pat
             assert context[want[1]:want[2]] == want[0] and want[0]
     serving_ops = pytest.importorskip("tests.serving_ops")
     assert serving_ops.check_ops(result.path) == []
+
+
+def _pointing_qa_model(vocab, word):
+    """A span-QA model whose start and end logits are 8 on `word` and 0 elsewhere.
+
+    Every embedding but `word`'s and every transformer output projection are zero,
+    so each position's final hidden state is `word`'s normalized embedding or zero,
+    whatever its neighbours or position; the QA head reads one coordinate of it.
+    """
+    tok = BertTokenizer.from_vocab(vocab)
+    (word_id,) = tok.convert_tokens_to_ids([word])
+    size = sum(1 for _ in open(vocab, encoding="utf-8"))
+    model = checkpoints.build_model(BertConfig.preset("tiny", vocab_size=size,
+                                                      max_position_embeddings=64), "span_qa")
+    for variable in model.weights:
+        value = np.ones(variable.shape) if variable.path.endswith("gamma") else \
+            np.zeros(variable.shape)
+        if variable.path.endswith("word_embeddings/embeddings"):
+            value[word_id, :2] = (4.0, -4.0)  # layer norm: (8, -8, 0, ...)
+        elif variable.path.endswith("qa_outputs/kernel"):
+            value[0, :] = 1.0
+        variable.assign(value.astype(variable.dtype))
+    return model
+
+
+def test_qa_export_answers_from_the_third_window_at_whole_context_offsets(vocab, tmp_path):
+    from serving import client
+    from serving.server import ModelServer, parse_options
+    model = _pointing_qa_model(vocab, "red")
+    # 3 question pieces leave 26 - 3 - 3 = 20 context pieces per window; windows start
+    # at pieces 0, 10 and 20 of the 40, and only the third one holds piece 35.
+    words = ["the", "man", "is", "near"] * 10
+    words[35] = "red"
+    context = " ".join(words)
+    question = "where is red"
+    export.export_saved_model(model, str(tmp_path), "qa", vocab, max_seq_length=26,
+                              max_query_length=16, max_answer_length=4, doc_stride=10, version=1)
+    start = context.index(" red ") + 1
+    want = ("red", start, start + 3)
+    assert context.count("red") == 1 and start > 100  # far beyond the first window's text
+    # Served by the model server (which loads it with `tf.saved_model.load`; in this
+    # process: no second TensorFlow start-up), over gRPC, in one batch with a short
+    # context.
+    server = ModelServer(parse_options(["--port=0", "--model_name=qa",
+                                        f"--model_base_path={tmp_path / 'qa'}",
+                                        "--file_system_poll_wait_seconds=0"]))
+    server.start()
+    try:
+        out = client.predict_text(f"localhost:{server.grpc_port}", "qa", [question, question],
+                                  [context, "the red man"])
+    finally:
+        server.stop(0)
+    got = [(out["answer_text"][i].decode(), int(out["answer_start"][i]), int(out["answer_end"][i]))
+           for i in range(2)]
+    assert got == [want, ("red", 4, 7)]
+    assert float(out["score"][0]) == pytest.approx(16.0, abs=1e-3)

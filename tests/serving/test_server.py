@@ -1,4 +1,4 @@
-"""The server's gRPC and REST APIs against known answers, and its error statuses.
+"""The server's gRPC and REST APIs against known answers (errors: test_status_codes.py).
 
 One real server subprocess (`shared_server`) answers all of these.
 """
@@ -16,13 +16,9 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import (
     classification_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
     inference_pb2,
-    model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
-    regression_pb2,
 )
 
 from serving import client
@@ -242,131 +238,3 @@ def test_prometheus_metrics(shared_server, channel):
     count = re.search(r':tensorflow:serving:request_count\{model_name="toy",status="OK"\} (\d+)', text)
     assert count and int(count.group(1)) >= 1
     assert ':tensorflow:serving:request_latency_bucket{model_name="toy",API="predict",entrypoint="GRPC"' in text
-
-
-# ---- errors --------------------------------------------------------------------
-
-_BAD_UTF8 = b"\xff\xfe not utf-8"
-
-
-def _undecodable():
-    proto = tf.make_tensor_proto([1.0, 2.0], tf.float32)
-    proto.tensor_shape.dim[0].size = 3  # 2 floats for 3 elements
-    return proto
-
-
-def _wrong_dtype():
-    return tf.make_tensor_proto([1.0], tf.float32)
-
-
-GRPC_ERRORS = [
-    # (id, request fields, expected code, a word of the message)
-    ("unknown model", dict(model="nope"), grpc.StatusCode.NOT_FOUND, "nope"),
-    ("unknown version", dict(version=9), grpc.StatusCode.NOT_FOUND, "9"),
-    ("unknown label", dict(label="beta"), grpc.StatusCode.NOT_FOUND, "beta"),
-    ("unknown signature", dict(signature="nope"), grpc.StatusCode.NOT_FOUND, "nope"),
-    ("wrong dtype", dict(inputs={"text": _wrong_dtype()}), grpc.StatusCode.INVALID_ARGUMENT, "dtype"),
-    ("wrong shape", dict(inputs={"text": [["a", "b"]]}), grpc.StatusCode.INVALID_ARGUMENT, "shape"),
-    ("missing input", dict(signature="pair", inputs={"text": ["a"]}), grpc.StatusCode.INVALID_ARGUMENT,
-     "text_b"),
-    ("extra input", dict(inputs={"text": ["a"], "other": ["b"]}), grpc.StatusCode.INVALID_ARGUMENT, "other"),
-    ("empty batch", dict(inputs={"text": tf.make_tensor_proto([], tf.string, shape=[0])}),
-     grpc.StatusCode.INVALID_ARGUMENT, "empty"),
-    ("invalid utf-8 text", dict(inputs={"text": [_BAD_UTF8]}), grpc.StatusCode.INVALID_ARGUMENT, "UTF-8"),
-    ("model raises", dict(signature="decode", inputs={"data": [_BAD_UTF8]}),
-     grpc.StatusCode.INVALID_ARGUMENT, "input string"),
-    ("undecodable tensor", dict(signature="score_ids", inputs={"ids": _undecodable()}),
-     grpc.StatusCode.INVALID_ARGUMENT, "decode"),
-    ("oversize payload", dict(inputs={"text": ["x" * (2 << 20)]}), grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
-]
-
-
-@pytest.mark.parametrize("fields,code,word", [e[1:] for e in GRPC_ERRORS], ids=[e[0] for e in GRPC_ERRORS])
-def test_predict_errors(channel, fields, code, word):
-    fields = dict(fields)
-    inputs = fields.pop("inputs", {"text": ["hello"]})
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = fields.get("model", "toy")
-    request.model_spec.signature_name = fields.get("signature", "")
-    if "version" in fields:
-        request.model_spec.version.value = fields["version"]
-    if "label" in fields:
-        request.model_spec.version_label = fields["label"]
-    for name, value in inputs.items():
-        proto = value if hasattr(value, "tensor_shape") else tf.make_tensor_proto(value)
-        request.inputs[name].CopyFrom(proto)
-    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    with pytest.raises(grpc.RpcError) as info:
-        stub.Predict(request, timeout=30)
-    assert info.value.code() == code, info.value.details()
-    assert word in info.value.details()
-
-
-def test_other_api_errors(channel):
-    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    cases = []
-    # Classify on a predict signature.
-    request = classification_pb2.ClassificationRequest()
-    request.model_spec.name = "toy"
-    request.input.example_list.examples.extend(client.make_examples([{"text": "a"}]))
-    cases.append((stub.Classify, request, grpc.StatusCode.INVALID_ARGUMENT, "method_name"))
-    # Regress without examples.
-    request = regression_pb2.RegressionRequest()
-    request.model_spec.name = "examples"
-    request.model_spec.signature_name = "regress"
-    cases.append((stub.Regress, request, grpc.StatusCode.INVALID_ARGUMENT, "empty"))
-    # Metadata without a field, and for an unknown model.
-    request = get_model_metadata_pb2.GetModelMetadataRequest()
-    request.model_spec.name = "toy"
-    cases.append((stub.GetModelMetadata, request, grpc.StatusCode.INVALID_ARGUMENT, "metadata_field"))
-    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-    request.model_spec.name = "nope"
-    cases.append((stub.GetModelMetadata, request, grpc.StatusCode.NOT_FOUND, "nope"))
-    # Status of an unknown model and version.
-    status_stub = model_service_pb2_grpc.ModelServiceStub(channel)
-    request = get_model_status_pb2.GetModelStatusRequest()
-    request.model_spec.name = "nope"
-    cases.append((status_stub.GetModelStatus, request, grpc.StatusCode.NOT_FOUND, "nope"))
-    request = get_model_status_pb2.GetModelStatusRequest()
-    request.model_spec.name = "toy"
-    request.model_spec.version.value = 7
-    cases.append((status_stub.GetModelStatus, request, grpc.StatusCode.NOT_FOUND, "7"))
-    for method, request, code, word in cases:
-        with pytest.raises(grpc.RpcError) as info:
-            method(request, timeout=30)
-        assert info.value.code() == code, (request, info.value.details())
-        assert word in info.value.details()
-    # The server is still up after every error above.
-    assert client.predict_text(channel, "toy", ["still alive"])["label"].shape == (1,)
-
-
-REST_ERRORS = [
-    ("unknown model", "/v1/models/nope:predict", {"instances": ["a"]}, None, 404),
-    ("unknown version", "/v1/models/toy/versions/9:predict", {"instances": ["a"]}, None, 404),
-    ("unknown signature", "/v1/models/toy:predict", {"instances": ["a"], "signature_name": "x"}, None, 404),
-    ("unknown status", "/v1/models/nope", None, None, 404),
-    ("bad json", "/v1/models/toy:predict", None, b"{not json", 400),
-    ("no instances", "/v1/models/toy:predict", {"signature_name": "serving_default"}, None, 400),
-    ("empty instances", "/v1/models/toy:predict", {"instances": []}, None, 400),
-    ("wrong type", "/v1/models/toy:predict", {"instances": [1.5]}, None, 400),
-    ("ragged", "/v1/models/toy:predict", {"signature_name": "score_ids", "inputs": [[1, 2, 3, 4], [1]]},
-     None, 400),
-    ("wrong shape", "/v1/models/toy:predict", {"signature_name": "score_ids", "inputs": [[1, 2]]}, None, 400),
-    ("float for int", "/v1/models/toy:predict", {"signature_name": "score_ids", "inputs": [[1, 2, 3, 4.5]]},
-     None, 400),
-    ("bad b64", "/v1/models/toy:predict", {"instances": [{"b64": "@@@"}]}, None, 400),
-    ("invalid utf-8", "/v1/models/toy:predict",
-     {"instances": [{"b64": base64.b64encode(_BAD_UTF8).decode()}]}, None, 400),
-    ("missing input", "/v1/models/toy:predict", {"signature_name": "pair", "instances": [{"text": "a"}]},
-     None, 400),
-    ("malformed path", "/v1/models/toy:explode", {"instances": ["a"]}, None, 400),
-    ("not classify", "/v1/models/toy:classify", {"examples": [{"text": "a"}]}, None, 400),
-    ("oversize body", "/v1/models/toy:predict", {"instances": ["x" * 300_000]}, None, 413),
-]
-
-
-@pytest.mark.parametrize("path,body,raw,status", [e[1:] for e in REST_ERRORS], ids=[e[0] for e in REST_ERRORS])
-def test_rest_errors(shared_server, path, body, raw, status):
-    got, reply = _rest(shared_server.rest_url + path, body, raw)
-    assert got == status, reply
-    assert isinstance(reply.get("error"), str) and reply["error"]

@@ -222,7 +222,7 @@ def test_json_to_array():
     np.testing.assert_array_equal(rest.json_to_array([[1, 2], [3, 4]], tf.int64, "i"), [[1, 2], [3, 4]])
     assert rest.json_to_array([1, 2.5], tf.float32, "f").dtype == np.float32
     for value, dtype, word in (([[1], [1, 2]], tf.int32, "ragged"), ([True], tf.int32, "int32"),
-                               ([1], tf.string, "strings"), ([2 ** 40], tf.int32, "fit"),
+                               ([1], tf.string, "is not of expected type: string"), ([2 ** 40], tf.int32, "fit"),
                                ([{"b64": "***"}], tf.string, "base64")):
         with pytest.raises(ServingError, match=word):
             rest.json_to_array(value, dtype, "x")
