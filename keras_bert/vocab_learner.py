@@ -141,12 +141,6 @@ def learn_wordpiece_vocab(
     chars = learner.extract_char_tokens(words)
     essential = reserved | chars | {CONTINUATION_PREFIX + c for c in chars}
 
-    def learn_at(thresh):
-        # A word never is "##" (it splits as punctuation): the learner's bare joiner
-        # entry would be dead weight.
-        return [t for t in learner.learn_with_thresh(words, thresh, params)
-                if t != CONTINUATION_PREFIX]
-
     if len(essential) > vocab_size:
         raise VocabSizeError(
             f"vocab_size={vocab_size} is too small for the words' alphabet: its "
