@@ -33,7 +33,8 @@ Bad records are reported, never raised. Kinds (`BAD_RECORD_KINDS`): `malformed_j
 `missing_text`, `missing_label` (no label, no tag, or a SQuAD 1.1 question without
 answers), `invalid_label` (a regression label that is not a number), `unknown_label`
 (not in the label set), `invalid_tag` (a tag that is not `O`/`B-X`/`I-X`),
-`malformed_record` (wrong shape: too few CoNLL columns, a SQuAD question without
+`malformed_record` (wrong shape: too few CoNLL columns, a TSV/CSV row with more
+fields than its header, a SQuAD question without
 id/question/context), `answer_not_at_offset` (the answer text is not at its
 `answer_start` in the context), `no_valid_answer` (an answerable question left
 without a usable answer), `untokenizable` (no features could be made; found when
@@ -243,6 +244,7 @@ def parse_delimited(data, source, task, options, delimiter, labelled=True):
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting,
                         **({"quotechar": None} if delimiter == "\t" else {}))
     index = dict(columns)
+    width = None  # the header's number of fields
     row_start = 1
     try:
         for row_number, row in enumerate(reader):
@@ -257,10 +259,17 @@ def parse_delimited(data, source, task, options, delimiter, labelled=True):
                             raise TaskDataError(f"{source}: header has no column {col!r} "
                                                 f"(columns: {', '.join(names)})")
                         index[key] = names[col]
+                width = len(row)
                 continue
             if row_number == 0 and any(isinstance(c, str) for c in columns.values()):
                 raise TaskDataError(f"{source}: columns given by name need a header line")
             if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if width is not None and len(row) > width:
+                # An unquoted delimiter inside a field: every later column would shift.
+                yield BadRecord("malformed_record", location,
+                                f"{len(row)} fields where the header has {width} (a field "
+                                f"holding {delimiter!r} must be quoted)")
                 continue
 
             def get(key):

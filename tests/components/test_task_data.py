@@ -72,6 +72,12 @@ def test_csv_quotes_and_multiline_fields_keep_line_numbers():
         ("sts.csv:2", "a, b", 1.5), ("sts.csv:3", "multi\nline", 2.0), ("sts.csv:6", "g", 0.0)]
     assert [(b.kind, b.location) for b in bad] == [("invalid_label", "sts.csv:5")]
     assert "'high' is not a number" in bad[0].message
+    # An unquoted comma would shift the label into the text: counted, not misread.
+    examples, bad = _parse(b"text,label\nan apple, a pear,fruit\n\"an apple, a pear\",fruit\n",
+                           "fruit.csv", "classification")
+    assert [(e.guid, e.text, e.label) for e in examples] == [("fruit.csv:3", "an apple, a pear", "fruit")]
+    assert [(b.kind, b.location) for b in bad] == [("malformed_record", "fruit.csv:2")]
+    assert "3 fields where the header has 2" in bad[0].message
 
 
 def test_jsonl_bad_lines():
