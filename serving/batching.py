@@ -4,7 +4,10 @@ Requests for the same model version and signature whose inputs agree on names,
 dtypes and every dimension but the first (the batch) share a queue. A queue is run
 when it holds `max_batch_size` rows or its oldest request has waited
 `batch_timeout_micros`; its inputs are concatenated along dimension 0, the
-signature runs once, and each output is split back by row counts.
+signature runs once, and each output is split back by row counts. A batch that is
+ready the moment a request joins it (full, or `batch_timeout_micros` 0) while a
+batch thread is free runs on the caller's own thread: the same batch, without
+two thread wake-ups per request.
 
 Answers never change with batching: a batch whose outputs cannot be split by rows,
 or whose run fails (one bad request), is re-run one request at a time, so only the
@@ -159,6 +162,7 @@ class BatchScheduler:
         self._cond = threading.Condition()
         self._queues = collections.OrderedDict()  # key -> _Queue
         self._stopping = False
+        self._busy = 0  # Batches running now, on worker or caller threads.
         self._threads = [
             threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
             for i in range(params.num_batch_threads)]
@@ -203,9 +207,18 @@ class BatchScheduler:
                 queue.opened = time.monotonic()
             queue.tasks.append(task)
             queue.rows += rows
-            self._cond.notify()
+            mine = None
+            if self._busy < self.params.num_batch_threads and (
+                    queue.rows >= self.params.max_batch_size or self.params.batch_timeout_micros <= 0):
+                # Ready now and a batch slot is free: run it here, no hand-off.
+                mine = self._pop(full_key, queue, time.monotonic())
+                self._busy += 1
+            else:
+                self._cond.notify()
         if metric_labels and self._metrics:
             self._metrics.batched_requests.inc(**metric_labels)
+        if mine is not None:
+            self._run_taken(queue, mine)
         task.done.wait()
         if task.error is not None:
             raise task.error
@@ -231,34 +244,50 @@ class BatchScheduler:
                 continue
             due = queue.opened + timeout_s
             if queue.rows >= self.params.max_batch_size or now >= due or self._stopping:
-                tasks, rows = [], 0
-                while queue.tasks and rows + queue.tasks[0].size <= self.params.max_batch_size:
-                    task = queue.tasks.popleft()
-                    tasks.append(task)
-                    rows += task.size
-                queue.rows -= rows
-                if queue.tasks:
-                    queue.opened = now
-                else:
-                    del self._queues[key]  # Forget keys of unloaded versions.
-                return queue, tasks
+                return queue, self._pop(key, queue, now)
             wait = due - now if wait is None else min(wait, due - now)
         return wait
+
+    def _pop(self, key, queue, now):
+        """Takes one batch's tasks off `queue` (caller holds the lock)."""
+        tasks, rows = [], 0
+        while queue.tasks and rows + queue.tasks[0].size <= self.params.max_batch_size:
+            task = queue.tasks.popleft()
+            tasks.append(task)
+            rows += task.size
+        queue.rows -= rows
+        if queue.tasks:
+            queue.opened = now
+        else:
+            del self._queues[key]  # Forget keys of unloaded versions.
+        return tasks
+
+    def _run_taken(self, queue, tasks):
+        """Runs a batch taken with `_busy` counted; frees the slot after."""
+        try:
+            if self._metrics and queue.labels:
+                self._metrics.batch_size.observe(sum(t.size for t in tasks), **queue.labels)
+            self._run_batch(queue.run_fn, tasks)
+        finally:
+            with self._cond:
+                self._busy -= 1
+                self._cond.notify()
 
     def _work(self):
         while True:
             with self._cond:
                 while True:
+                    if self._stopping and not self._queues:
+                        return
+                    if self._busy >= self.params.num_batch_threads:
+                        self._cond.wait()  # Callers run batches too; at most this many at once.
+                        continue
                     ready = self._take_ready()
                     if isinstance(ready, tuple):
                         break
-                    if self._stopping and not self._queues:
-                        return
                     self._cond.wait(ready)
-            queue, tasks = ready
-            if self._metrics and queue.labels:
-                self._metrics.batch_size.observe(sum(t.size for t in tasks), **queue.labels)
-            self._run_batch(queue.run_fn, tasks)
+                self._busy += 1
+            self._run_taken(*ready)
 
     def _run_batch(self, run_fn, tasks):
         if len(tasks) == 1:

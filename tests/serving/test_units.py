@@ -132,6 +132,33 @@ def test_scheduler_isolates_failures_and_unsplittable_outputs():
         scheduler.stop()
 
 
+def test_scheduler_runs_a_ready_batch_on_the_caller_thread_within_the_thread_bound():
+    scheduler = batching.BatchScheduler(batching.BatchingParameters(
+        max_batch_size=4, batch_timeout_micros=0, num_batch_threads=1))
+    seen, running, most = [], [0], [0]
+    lock = threading.Lock()
+
+    def model(inputs):
+        with lock:
+            seen.append(threading.current_thread().name)
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        return {"y": inputs["x"] * 2}
+
+    try:
+        assert scheduler.run("m", model, {"x": np.array([1.0])})["y"].tolist() == [2.0]
+        assert seen == [threading.current_thread().name]  # No hand-off to a batch thread.
+        arrays = [np.array([float(i)]) for i in range(6)]
+        results = _submit_concurrently(scheduler, model, arrays)
+    finally:
+        scheduler.stop()
+    assert [r["y"].tolist() for r in results] == [[2.0 * i] for i in range(6)]
+    assert most[0] == 1  # num_batch_threads still bounds the batches running at once.
+
+
 def test_scheduler_queue_full_is_unavailable():
     scheduler = batching.BatchScheduler(batching.BatchingParameters(
         max_batch_size=2, max_enqueued_batches=1, batch_timeout_micros=2_000_000, num_batch_threads=1))
