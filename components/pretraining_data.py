@@ -468,7 +468,7 @@ class WriteShardFn(beam.DoFn):
         # Each section is sorted by (key, record): merging them streams the shard in order.
         path = shard_path(self._spec, shard, num_shards)
         count = 0
-        with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as target:
+        with runners.create_atomically(path, compression_type=CompressionTypes.UNCOMPRESSED) as target:
             chunk = []
             for _, record in heapq.merge(*sections):
                 chunk.append(tfrecord_frame(record))

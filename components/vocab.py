@@ -159,7 +159,7 @@ def read_vocab_tokens(path):
 
 
 def write_vocab_tokens(tokens, path):
-    with FileSystems.create(path, mime_type="text/plain") as handle:
+    with runners.create_atomically(path, mime_type="text/plain") as handle:
         handle.write(("\n".join(tokens) + "\n").encode("utf-8"))
     return path
 

@@ -228,7 +228,7 @@ def _push(config, beam_args, upstream, out):
     result = push.run(push.PushSpec(
         export_dir=upstream["Export"]["outputs"]["export_dir"],
         blessing=upstream["Evaluate"]["outputs"]["blessing"],
-        serving_base=config.serving_base_path, model_name=config.model_name))
+        serving_base=config.serving_base_path, model_name=config.model_name, journal_dir=out))
     return result, {"pushed": result["pushed"], "version": result["version"] or 0}
 
 
