@@ -39,6 +39,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("writer", sorted(EXPECTED))
 def test_full_disk_fails_clearly_leaves_nothing_and_rerun_succeeds(results, writer):
     work, out = results

@@ -240,6 +240,7 @@ def _idle_connections(server, count=4):
     return sockets
 
 
+@pytest.mark.slow
 def test_overload_refuses_at_once_and_keeps_latency_and_memory_bounded(fault_server):
     pid = fault_server.process.pid
     # Warm up both front ends, then take the baseline memory.
