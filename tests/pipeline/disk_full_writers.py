@@ -20,6 +20,7 @@ import random
 import resource
 import signal
 import sys
+import time
 import traceback
 
 
@@ -156,6 +157,7 @@ def main(argv):
     _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     results = {}
     for name in names:
+        started = time.monotonic()
         write, visible = WRITERS[name](os.path.join(work, name))
         result = results[name] = {}
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
@@ -172,6 +174,7 @@ def main(argv):
             result["visible_after_rerun"] = visible()
         except Exception:
             result["rerun_error"] = traceback.format_exc()[-3000:]
+        result["seconds"] = round(time.monotonic() - started, 1)
     print("RESULTS " + json.dumps(results))
 
 
