@@ -31,7 +31,7 @@ STAGES = ["ExampleGen", "Vocab", "PretrainingData", "Pretrain", "TaskData", "Fin
 # Stages whose output files are a function of their inputs and seed (no clock, no
 # absolute paths): compared byte for byte with the uninterrupted run.
 DETERMINISTIC = ["ExampleGen", "Vocab", "PretrainingData", "Pretrain", "TaskData"]
-TINY = ["--runner=DirectRunner", "--data_fraction=0.1", "--model=tiny", "--vocab_size=3000",
+TINY = ["--runner=DirectRunner", "--data_fraction=0.1", "--model=tiny", "--vocab_size=700",
         "--dupe_factor=1", "--pretrain_steps=4", "--pretrain_batch_size=8",
         "--finetune_epochs=1", "--finetune_batch_size=8", "--max_seq_length=32",
         "--max_predictions_per_seq=4", "--bless_margin=-1", "--noserve_check"]
