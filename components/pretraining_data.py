@@ -79,6 +79,7 @@ import argparse
 import array
 import collections
 import dataclasses
+import glob
 import heapq
 import logging
 import math
@@ -468,7 +469,7 @@ class WriteShardFn(beam.DoFn):
         # Each section is sorted by (key, record): merging them streams the shard in order.
         path = shard_path(self._spec, shard, num_shards)
         count = 0
-        with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as target:
+        with runners.create_atomically(path, compression_type=CompressionTypes.UNCOMPRESSED) as target:
             chunk = []
             for _, record in heapq.merge(*sections):
                 chunk.append(tfrecord_frame(record))
@@ -481,6 +482,21 @@ class WriteShardFn(beam.DoFn):
         runners.increment_counters(STAGE, stats)
         yield STATS_TAG, stats
         yield MAIN_TAG, path
+
+
+def _remove_stale_temp_dirs(spec):
+    """Deletes the spill folders of earlier runs into `spec.output_dir` that were killed.
+
+    A run that finishes or fails removes its own; one killed with SIGKILL cannot.
+    """
+    pattern = FileSystems.join(temp_dir(spec, "*"), "*")
+    stale = {os.path.dirname(m.path) for m in FileSystems.match([pattern])[0].metadata_list}
+    if os.path.isdir(spec.output_dir):  # A local folder: empty spill folders too.
+        stale.update(glob.glob(temp_dir(spec, "*")))
+    stale = sorted(d for d in stale if FileSystems.exists(d))
+    if stale:
+        common.log_stage(STAGE, f"removing {len(stale)} temporary folder(s) of an interrupted run")
+        FileSystems.delete(stale)
 
 
 def remove_temp_dir(_, directory):
@@ -666,6 +682,7 @@ def run(spec, pipeline_args=None):
             `["--direct_num_workers=2", "--direct_running_mode=multi_processing"]`.
             Defaults to none (DirectRunner).
     """
+    _remove_stale_temp_dirs(spec)
     run_id = uuid.uuid4().hex
     try:
         with runners.pipeline(pipeline_args) as pipeline:

@@ -12,6 +12,8 @@ so a polling model server never loads a half-copied folder.
 """
 
 import dataclasses
+import filecmp
+import json
 import os
 import shutil
 
@@ -21,6 +23,7 @@ from keras_bert.export import next_version
 
 
 STAGE = "push"
+JOURNAL_FILE = "publishing.json"
 
 
 class PushError(ValueError):
@@ -37,12 +40,17 @@ class PushSpec:
         serving_base: the model server's base path, the root of all served models.
         model_name: the served model's name; versions go to
             `<serving_base>/<model_name>/<version>`.
+        journal_dir: a folder of this push's own (the pipeline stage's output) where
+            the version about to be published is noted first; a push killed after
+            publishing and run again then finds its version instead of pushing the
+            same export twice. Defaults to None (no journal).
     """
 
     export_dir: str
     blessing: str
     serving_base: str
     model_name: str
+    journal_dir: str = None
 
     @property
     def model_base_path(self):
@@ -70,12 +78,60 @@ def run(spec):
               f"{blessing.get('baseline')} {blessing.get('baseline_value')}); nothing pushed to "
               f"{spec.model_base_path}")
         return {"pushed": False, "version": None, "path": None}
+    journal = os.path.join(spec.journal_dir, JOURNAL_FILE) if spec.journal_dir else None
+    published = _published_before(journal, spec.export_dir)
+    if published is not None:
+        common.log_stage(STAGE, f"already pushed as version {published[0]} by an interrupted run: "
+                                f"{published[1]}")
+        return {"pushed": True, "version": published[0], "path": published[1]}
     os.makedirs(spec.model_base_path, exist_ok=True)
     version = next_version(spec.model_base_path)
     target = os.path.join(spec.model_base_path, str(version))
+    # Hidden (not an integer): a polling model server never loads a half-copied folder.
     staging = os.path.join(spec.model_base_path, f".push-{version}")
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(spec.export_dir, staging)
+    if journal:
+        os.makedirs(spec.journal_dir, exist_ok=True)
+        with open(journal, "w", encoding="utf-8") as f:
+            json.dump({"version": version, "path": target, "export_dir": spec.export_dir}, f)
+    try:
+        shutil.copytree(spec.export_dir, staging)
+    except (OSError, shutil.Error) as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise PushError(f"cannot copy {spec.export_dir} to {staging} (nothing was pushed): "
+                        f"{_first_error(e)}") from e
     os.rename(staging, target)
     common.log_stage(STAGE, f"blessed model pushed as version {version}: {target}")
     return {"pushed": True, "version": version, "path": target}
+
+
+def _first_error(error):
+    """The first (source, target, reason) of a `shutil.Error`, or the error itself."""
+    if isinstance(error, shutil.Error) and error.args and isinstance(error.args[0], list):
+        source, target, reason = error.args[0][0]
+        return f"{target}: {reason}"
+    return str(error)
+
+
+def _same_tree(a, b):
+    """Whether folders `a` and `b` hold the same files with the same bytes."""
+    compared = filecmp.dircmp(a, b)
+    if compared.left_only or compared.right_only or compared.funny_files:
+        return False
+    _, mismatch, errors = filecmp.cmpfiles(a, b, compared.common_files, shallow=False)
+    if mismatch or errors:
+        return False
+    return all(_same_tree(os.path.join(a, d), os.path.join(b, d)) for d in compared.common_dirs)
+
+
+def _published_before(journal, export_dir):
+    """(version, path) an interrupted push of this very export published, or None."""
+    if not journal or not os.path.exists(journal):
+        return None
+    with open(journal, encoding="utf-8") as f:
+        entry = json.load(f)
+    path = entry.get("path")
+    if (entry.get("export_dir") == export_dir and path and os.path.isdir(path)
+            and _same_tree(export_dir, path)):
+        return entry["version"], path
+    return None

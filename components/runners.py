@@ -36,6 +36,8 @@ import collections
 import contextlib
 import json
 import math
+import os
+import uuid
 import zlib
 
 import apache_beam as beam
@@ -278,6 +280,39 @@ def shards_for_bytes(total_bytes, bytes_per_shard=64 << 20):
     return max(1, math.ceil(total_bytes / bytes_per_shard))
 
 
+@contextlib.contextmanager
+def create_atomically(path, **create_kwargs):
+    """`FileSystems.create(path)` that shows the file under `path` only once complete.
+
+    The bytes go to a hidden file in the same folder, renamed to `path` when the
+    block ends without error: a reader globbing the outputs, or a rerun after a
+    crash or a full disk, never finds a half-written file under the final name. On
+    an error the hidden file is deleted and an `OSError` naming `path` is raised.
+    The hidden name keeps the file's suffix, so `.gz` still means gzip.
+
+    Args:
+        path: the final file.
+        **create_kwargs: passed to `FileSystems.create` (mime_type, compression_type).
+    """
+    folder, name = os.path.split(path)
+    temporary = os.path.join(folder, f".tmp-{uuid.uuid4().hex}-{name}")
+    try:
+        with FileSystems.create(temporary, **create_kwargs) as handle:
+            yield handle
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+        FileSystems.rename([temporary], [path])
+    except BaseException as exc:
+        try:
+            if FileSystems.exists(temporary):
+                FileSystems.delete([temporary])
+        except Exception:  # The original error matters more.
+            pass
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise
+
+
 class _WriteShardFn(beam.DoFn):
     def __init__(self, prefix, suffix, num_shards):
         self._prefix = prefix
@@ -289,7 +324,7 @@ class _WriteShardFn(beam.DoFn):
         lines = sorted(kl for kl in keyed_lines if kl is not None)
         path = shard_name(self._prefix, shard, self._num_shards, self._suffix)
         # The filesystem compresses by extension (.gz: gzip, with no time stamp).
-        with FileSystems.create(path, mime_type="text/plain") as handle:
+        with create_atomically(path, mime_type="text/plain") as handle:
             for _, line in lines:
                 handle.write(line.encode("utf-8") + b"\n")
         yield path

@@ -256,7 +256,8 @@ class WriteSplitFn(beam.DoFn):
                         count += 1
             for source_path, target_path in ((local, path),
                                              (local_sidecar, self._spec.sidecar_path(split))):
-                with open(source_path, "rb") as source, FileSystems.create(target_path) as target:
+                with open(source_path, "rb") as source, \
+                        runners.create_atomically(target_path) as target:
                     shutil.copyfileobj(source, target, length=1 << 20)
         yield path, count
 

@@ -151,8 +151,11 @@ def read_vocab_tokens(path):
 
 
 def write_vocab_tokens(tokens, path):
-    """Writes `vocab.txt` (one token per line) on any Beam filesystem; returns `path`."""
-    with FileSystems.create(path, mime_type="text/plain") as handle:
+    """Writes `vocab.txt` (one token per line) on any Beam filesystem; returns `path`.
+
+    Written under a hidden name and renamed when complete: a full disk leaves no
+    half vocabulary behind."""
+    with runners.create_atomically(path, mime_type="text/plain") as handle:
         handle.write("".join(token + "\n" for token in tokens).encode("utf-8"))
     return path
 

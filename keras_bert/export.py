@@ -656,19 +656,25 @@ def export_saved_model(model, base_path, model_name, vocab_path, do_lower_case=N
         pair = module.pair
         signatures = module.signatures()
         staging = os.path.join(tmp, "export")
-        tf.saved_model.save(module, staging, signatures=signatures)
-        methods = {"classify": CLASSIFY_METHOD, "regress": REGRESS_METHOD}
-        _set_method_names(staging, methods)
-        if warmup_texts is None:
-            warmup_texts = ([("A short example.", "Another one.")] * 2 if pair else
-                            ["A short example.", "Another [MASK] example." if module.outputs ==
-                             "fill_mask" else "Another example."])
-        write_warmup_requests(staging, model_name, list(warmup_texts), pair)
-        # Publish atomically: a server polling base_path never sees a half-written version.
-        tf.io.gfile.makedirs(model_base_path)
         partial = os.path.join(model_base_path, f".tmp-{version}")
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(staging, partial)
+        try:
+            tf.saved_model.save(module, staging, signatures=signatures)
+            methods = {"classify": CLASSIFY_METHOD, "regress": REGRESS_METHOD}
+            _set_method_names(staging, methods)
+            if warmup_texts is None:
+                warmup_texts = ([("A short example.", "Another one.")] * 2 if pair else
+                                ["A short example.", "Another [MASK] example." if module.outputs ==
+                                 "fill_mask" else "Another example."])
+            write_warmup_requests(staging, model_name, list(warmup_texts), pair)
+            # Publish atomically: a server polling base_path never sees a half-written version.
+            tf.io.gfile.makedirs(model_base_path)
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(staging, partial)
+        except (OSError, shutil.Error, tf.errors.OpError) as e:
+            # A full disk, say: nothing is published, and the message names the version.
+            shutil.rmtree(partial, ignore_errors=True)
+            raise ExportError(f"cannot export {export_dir} (nothing was published): "
+                              f"{getattr(e, 'message', None) or e}") from e
         os.rename(partial, export_dir)
     return ExportResult(path=export_dir, version=version, task=module.task,
                         signatures=tuple(sorted(signatures)))

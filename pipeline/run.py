@@ -65,6 +65,10 @@ def run_pipeline(config, beam_args, plan=None):
             shutil.rmtree(run.dir, ignore_errors=True)
             old = None
         resumed = old is not None and old.get("fingerprint") == fp
+        if resumed and not stage.resumable:
+            # What an interrupted run left (half shards, temporary files) goes: the
+            # stage writes its output again from nothing.
+            shutil.rmtree(run.output_dir, ignore_errors=True)
         _line(f"[{i}/{total}] {stage.name}: {'resuming' if resumed else 'running'} "
               f"(fingerprint {fp})")
         record = run.start(params, inputs, fp)

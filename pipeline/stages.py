@@ -21,6 +21,9 @@ class Stage:
     param_fields: tuple
     execute: object
     external: object = None  # config -> {name: glob} of user files
+    # Resumes from what an interrupted run left in its folder (training checkpoints);
+    # other stages start from an empty output folder when they run again.
+    resumable: bool = False
 
     def params(self, config):
         return {f: getattr(config, f) for f in self.param_fields}
@@ -228,7 +231,7 @@ def _push(config, beam_args, upstream, out):
     result = push.run(push.PushSpec(
         export_dir=upstream["Export"]["outputs"]["export_dir"],
         blessing=upstream["Evaluate"]["outputs"]["blessing"],
-        serving_base=config.serving_base_path, model_name=config.model_name))
+        serving_base=config.serving_base_path, model_name=config.model_name, journal_dir=out))
     return result, {"pushed": result["pushed"], "version": result["version"] or 0}
 
 
@@ -276,7 +279,7 @@ def plan(config):
     if not config.init_checkpoint:
         stages += [
             Stage("PretrainingData", ("ExampleGen", "Vocab"), _PD, _pretraining_data),
-            Stage("Pretrain", ("PretrainingData", "Vocab"), _PT, _pretrain),
+            Stage("Pretrain", ("PretrainingData", "Vocab"), _PT, _pretrain, resumable=True),
         ]
     encoder_stage = "Pretrain" if not config.init_checkpoint else "Vocab"
     stages += [
@@ -285,10 +288,12 @@ def plan(config):
         # Finetune reads TaskData's records and the encoder, never ExampleGen's raw files.
         Stage("Finetune", tuple(dict.fromkeys(("TaskData", encoder_stage))),
               _FT, _finetune,
-              lambda c: {"init_checkpoint": c.init_checkpoint}),
+              lambda c: {"init_checkpoint": c.init_checkpoint}, resumable=True),
         Stage("Export", ("Finetune", "TaskData"), ("model_name", "max_seq_length", "task"), _export),
         Stage("Evaluate", ("Export", "TaskData", "ExampleGen"), ("task", "bless_margin"), _evaluate),
-        Stage("Push", ("Export", "Evaluate"), ("model_name", "serving_base"), _push),
+        # Push keeps the note of the version it was publishing (components.push).
+        Stage("Push", ("Export", "Evaluate"), ("model_name", "serving_base"), _push,
+              resumable=True),
     ]
     if config.predict:
         stages.append(Stage("Predict", ("Push",), ("task", "predict_batch_size"), _predict,

@@ -4,7 +4,8 @@
 fingerprint of both, start/end time, outcome, outputs and metrics. A stage whose
 record has the same fingerprint and outcome "succeeded" is reused; one with the same
 fingerprint that did not finish is run again **in the same folder**, so long stages
-(training) resume from their own checkpoints; a changed fingerprint clears the folder.
+(training) resume from their own checkpoints (`pipeline.run` empties the output
+folder of stages that do not resume); a changed fingerprint clears the folder.
 """
 
 import datetime

@@ -442,6 +442,9 @@ class ModelManager:
                 self._warmup(servable)
         except Exception as exc:
             error = from_exception(exc)
+            if path not in error.message:
+                # Some load errors ("Read less bytes than requested") name no file.
+                error = ServingError(error.code, f"{error.message} (loading {path})")
             log.error("Loading servable: {name: %s version: %d} failed: %s", name, version, error)
             model.failed[version] = folder_fingerprint(path)
             self._set_status(model, version, END, error)

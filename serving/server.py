@@ -311,7 +311,11 @@ class ModelServer:
         self.grpc_server = grpc.server(
             concurrent.futures.ThreadPoolExecutor(max_workers=options.grpc_max_threads,
                                                   thread_name_prefix="grpc"),
-            options=grpc_options(options.grpc_channel_arguments))
+            options=grpc_options(options.grpc_channel_arguments),
+            # As the stock server's gRPC thread quota: a call beyond the threads is
+            # refused with RESOURCE_EXHAUSTED at once instead of waiting in an
+            # unbounded backlog.
+            maximum_concurrent_rpcs=options.grpc_max_threads)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionServicer(self.core, self.metrics), self.grpc_server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(

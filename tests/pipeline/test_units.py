@@ -163,7 +163,7 @@ def _plan(calls):
     return [
         Stage("A", (), ("vocab_size",), calls.executor("A")),
         Stage("B", ("A",), ("random_seed",), calls.executor("B")),
-        Stage("C", ("A",), ("pretrain_steps",), calls.executor("C")),
+        Stage("C", ("A",), ("pretrain_steps",), calls.executor("C"), resumable=True),
         Stage("D", ("B", "C"), (), calls.executor("D")),
     ]
 
@@ -209,6 +209,18 @@ def test_a_failed_stage_is_recorded_failed_and_the_rerun_resumes_in_its_folder(t
     assert calls.calls == ["C", "D"]  # A and B are reused
     assert records["C"]["resumed"] is True
     assert os.path.exists(os.path.join(str(tmp_path), "C", "output", "partial"))
+
+
+def test_a_stage_that_does_not_resume_reruns_from_an_empty_folder(tmp_path):
+    calls = _Calls()
+    calls.fail_once.add("B")
+    with pytest.raises(RuntimeError, match="B interrupted"):
+        _run(tmp_path, calls)
+    assert os.path.exists(os.path.join(str(tmp_path), "B", "output", "partial"))
+    records = _run(tmp_path, calls)
+    assert records["B"]["resumed"] is True and records["B"]["outcome"] == "succeeded"
+    # The half output of the interrupted run is gone, not mixed into the new one.
+    assert os.listdir(os.path.join(str(tmp_path), "B", "output")) == ["done"]
 
 
 def test_a_stage_is_never_recorded_succeeded_before_it_returns(tmp_path):

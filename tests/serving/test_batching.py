@@ -38,7 +38,8 @@ pad_variable_length_inputs: false
     server = ServerProcess(
         ["--model_name", "toy", "--model_base_path", str(root / "toy"), "--enable_batching",
          f"--batching_parameters_file={params}", "--monitoring", "--file_system_poll_wait_seconds=0"]
-        + LEAN_FLAGS, log_path=str(root / "server.log"))
+        # 16 calls at once below: each needs a gRPC thread (more are refused).
+        + LEAN_FLAGS + ["--grpc_max_threads=16"], log_path=str(root / "server.log"))
     server.start()
     yield server
     server.stop()
