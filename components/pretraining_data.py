@@ -7,14 +7,15 @@ feature names, shapes and dtypes (`features.pretraining_feature_spec`), or, with
 `keras_bert.masking.apply_dynamic_masking` masks anew every epoch. The pairing and
 masking rules are in `keras_bert/instances.py` and `keras_bert/masking.py`.
 
-Steps: ReadCorpus (raw text or ExampleGen documents) -> Tokenize -> GatherDocuments ->
+Steps: ListFiles -> ReadAndTokenize (raw text or ExampleGen documents, read as
+ExampleGen reads them, tokenized in batches of sentences) -> GatherDocuments ->
 PlanBuckets -> GroupByBucket -> CreateInstances -> GatherSpills -> PlanShards ->
 GroupByShard -> WriteShards -> RemoveTemporaryFiles, plus the statistics JSON
 (`<output>/pretraining_data_stats.json`).
 
 Memory bounded by design, not by the corpus
 -------------------------------------------
-Tokenize writes each document's token ids to a spill file under
+ReadAndTokenize writes each document's token ids to a spill file under
 `<output>/.pretraining_data-tmp-<run>/` and passes on only a reference (doc_id, file,
 offset, size). All references meet in one group (GatherDocuments: about 100 bytes per
 document), which gives the document count and the bucket of every dupe copy;
@@ -266,17 +267,26 @@ def decode_document(data):
     return sentences
 
 
-class TokenizeDocumentFn(beam.DoFn):
-    """Document dict -> the token ids of its non-empty sentences, spilled to a file.
+class ReadAndTokenizeFn(beam.DoFn):
+    """One corpus file -> the token ids of its documents' non-empty sentences, spilled.
 
-    Yields `(doc_id, path, offset, size)` references; all the sentences of a
-    document are tokenized with one `token_ids_batch` call.
+    Reads the file as ExampleGen's `ReadCorpus` does (same documents, ids and bad
+    record counts) and tokenizes its documents in batches of about
+    `batch_sentences` sentences, each batch with one `token_ids_batch` call: the
+    in-graph tokenizer costs a few milliseconds a call whatever the batch size, so
+    a call per document (about a hundred sentences) spent most of the job's time on
+    call overhead. A worker holds one batch of text at a time.
+
+    Yields `(STATS_TAG, file statistics)` and one `(MAIN_TAG, (doc_id, path, offset,
+    size))` reference per tokenized document, once the file's spill is closed.
     """
 
-    def __init__(self, vocab_path, do_lower_case, spill_dir):
+    def __init__(self, read_options, vocab_path, do_lower_case, spill_dir, batch_sentences=8192):
+        self._read_options = read_options
         self._vocab_path = vocab_path
         self._do_lower_case = do_lower_case
         self._spill_dir = spill_dir
+        self._batch_sentences = batch_sentences
 
     def setup(self):
         from keras_bert.tokenizer import BertTokenizer
@@ -288,35 +298,55 @@ class TokenizeDocumentFn(beam.DoFn):
     def teardown(self):
         shutil.rmtree(getattr(self, "_tmp", ""), ignore_errors=True)
 
-    def start_bundle(self):
-        self._writer = None
-
-    def finish_bundle(self):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-    def process(self, document):
-        stats = collections.Counter(tokenized_documents=1)
-        sentences = []
-        for ids in self._tokenizer.token_ids_batch(document["sentences"]):
-            if ids:
-                sentences.append(ids)
-                stats["document_tokens"] += len(ids)
-            else:
-                stats["empty_sentences_after_tokenization"] += 1
-        if not sentences:
-            stats["untokenizable_documents"] += 1
-            stats["tokenized_documents"] = 0
+    def process(self, path_and_source):
+        path, source = path_and_source
+        read_stats = collections.Counter()
+        stats = collections.Counter()
+        refs = []
+        writer = None
+        try:
+            batch, num_sentences = [], 0
+            documents = example_gen.read_corpus_file(path, source, self._read_options, read_stats)
+            for document in documents:
+                batch.append(document)
+                num_sentences += len(document["sentences"])
+                if num_sentences >= self._batch_sentences:
+                    writer = self._tokenize(batch, stats, refs, writer)
+                    batch, num_sentences = [], 0
+            if batch:
+                writer = self._tokenize(batch, stats, refs, writer)
+        finally:
+            if writer is not None:
+                writer.close()
+        runners.increment_counters(example_gen.STAGE, read_stats)
         runners.increment_counters(STAGE, stats)
-        yield STATS_TAG, dict(stats)
-        if sentences:
-            if self._writer is None:
-                self._writer = _SpillWriter(self._spill_dir, "documents")
+        yield STATS_TAG, dict(read_stats + stats)
+        for ref in refs:
+            yield MAIN_TAG, ref
+
+    def _tokenize(self, documents, stats, refs, writer):
+        """Tokenizes and spills `documents`; appends their references; returns the writer."""
+        texts = [sentence for document in documents for sentence in document["sentences"]]
+        ids = self._tokenizer.token_ids_batch(texts)
+        start = 0
+        for document in documents:
+            end = start + len(document["sentences"])
+            sentences = [s for s in ids[start:end] if s]
+            start = end
+            empty = len(document["sentences"]) - len(sentences)
+            if empty:
+                stats["empty_sentences_after_tokenization"] += empty
+            if not sentences:
+                stats["untokenizable_documents"] += 1
+                continue
+            stats["tokenized_documents"] += 1
+            stats["document_tokens"] += sum(len(s) for s in sentences)
+            if writer is None:
+                writer = _SpillWriter(self._spill_dir, "documents")
             data = encode_document(sentences)
-            offset = self._writer.offset
-            self._writer.write(data)
-            yield MAIN_TAG, (document["doc_id"], self._writer.path, offset, len(data))
+            refs.append((document["doc_id"], writer.path, writer.offset, len(data)))
+            writer.write(data)
+        return writer
 
 
 def plan_buckets(keyed_refs, dupe_factor, seed, docs_per_bucket):
@@ -587,15 +617,18 @@ def build(pipeline, spec, run_id=None):
     options = spec.instance_options
 
     spill_dir = temp_dir(spec, run_id or uuid.uuid4().hex)
-    read = example_gen.ReadCorpus(spec.input_pattern, spec.read)
-    common.log_stage(STAGE, f"ReadCorpus: {read.num_files} file(s) from {spec.input_pattern}")
-    corpus = pipeline | "ReadCorpus" >> read
-
+    paths = example_gen.match_files(spec.input_pattern)
     common.log_stage(
-        STAGE, f"Tokenize: {spec.vocab_path} ({vocab_info.vocab_size} tokens, lower_case={spec.do_lower_case})"
+        STAGE, f"ReadAndTokenize: {len(paths)} file(s) from {spec.input_pattern}; {spec.vocab_path} "
+        f"({vocab_info.vocab_size} tokens, lower_case={spec.do_lower_case})"
     )
-    tokenized = corpus["documents"] | "Tokenize" >> TaggedParDo(
-        TokenizeDocumentFn(spec.vocab_path, spec.do_lower_case, spill_dir)
+    tokenized = (
+        pipeline
+        | "ListFiles" >> beam.Create(paths)
+        | "SpreadFiles" >> beam.Reshuffle()
+        | "ReadAndTokenize" >> TaggedParDo(
+            ReadAndTokenizeFn(spec.read, spec.vocab_path, spec.do_lower_case, spill_dir)
+        )
     )
 
     common.log_stage(
@@ -649,7 +682,7 @@ def build(pipeline, spec, run_id=None):
     )
 
     (
-        (corpus[STATS_TAG], tokenized[STATS_TAG], created[STATS_TAG], written[STATS_TAG], cleaned)
+        (tokenized[STATS_TAG], created[STATS_TAG], written[STATS_TAG], cleaned)
         | "MergeStats" >> beam.Flatten()
         # Without defaults: a global default is injected through a side input.
         | "SumStats" >> beam.CombineGlobally(SumStats()).without_defaults()
