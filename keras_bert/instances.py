@@ -26,6 +26,8 @@ import itertools
 import random
 import struct
 
+import numpy as np
+
 from keras_bert import features as F
 from keras_bert.features import (
     _feature_entry, _float_feature, _int64_feature, _length_delimited, _map_key_order,
@@ -672,7 +674,8 @@ def bucket_records(bucket_documents, dupe_index, options, vocab, stats):
     special_ids = vocab.special_ids
     # Documents holding a special id (only possible for ids not from the tokenizer)
     # take the general candidate rule.
-    has_special = [not special_ids.isdisjoint(ids) for ids, _ in flats]
+    specials = np.array(sorted(special_ids), np.int32)
+    has_special = [bool(np.isin(np.frombuffer(ids, np.int32), specials).any()) for ids, _ in flats]
     seed = options.random_seed
     max_seq_length = options.max_seq_length
     encoder = RecordEncoder(max_seq_length, options.max_predictions_per_seq, vocab.vocab_size)
