@@ -21,8 +21,9 @@ offset, size). All references meet in one group (GatherDocuments: about 100 byte
 document), which gives the document count and the bucket of every dupe copy;
 CreateInstances reads one bucket's documents (about `docs_per_bucket`), builds its
 records and spills them, cut into one section per output shard and sorted; WriteShards
-reads one shard's sections and writes the TFRecord file. So a worker holds one bucket
-or one shard at a time, the runner's shuffles carry references only, and the spill
+merges one shard's sections, each streamed in blocks (16 MB for the whole shard), into
+the TFRecord file. So a worker holds one batch of text, one bucket or a window of one
+shard at a time, the runner's shuffles carry references only, and the spill
 folder (about the size of the tokenized corpus plus the output) is deleted at the end.
 No step uses a side input, a multi-output ParDo or a finish_bundle output, so the job
 runs unchanged on runners that lack them (Beam's DaskRunner).
@@ -60,7 +61,7 @@ buckets and shards are hashes; records in a shard are sorted by a hash of (seed,
 document, copy, instance), which is also the shuffle. The output files are therefore
 byte-identical for a given seed and input, whatever the runner or number of workers.
 
-Output shards are written whole by one worker each: records sorted in memory, framed
+Output shards are written whole by one worker each: the sorted sections merged, framed
 as TFRecords (length, masked CRC32C from `google-crc32c`, data, CRC) and written with
 `apache_beam.io.filesystems`, so no worker needs TensorFlow for it (Beam's own
 TFRecord sink shuffles records in a worker-dependent order). Records are serialized
