@@ -7,21 +7,23 @@ feature names, shapes and dtypes (`features.pretraining_feature_spec`), or, with
 `keras_bert.masking.apply_dynamic_masking` masks anew every epoch. The pairing and
 masking rules are in `keras_bert/instances.py` and `keras_bert/masking.py`.
 
-Steps: ReadCorpus (raw text or ExampleGen documents) -> Tokenize -> GatherDocuments ->
+Steps: ListFiles -> ReadAndTokenize (raw text or ExampleGen documents, read as
+ExampleGen reads them, tokenized in batches of sentences) -> GatherDocuments ->
 PlanBuckets -> GroupByBucket -> CreateInstances -> GatherSpills -> PlanShards ->
 GroupByShard -> WriteShards -> RemoveTemporaryFiles, plus the statistics JSON
 (`<output>/pretraining_data_stats.json`).
 
 Memory bounded by design, not by the corpus
 -------------------------------------------
-Tokenize writes each document's token ids to a spill file under
+ReadAndTokenize writes each document's token ids to a spill file under
 `<output>/.pretraining_data-tmp-<run>/` and passes on only a reference (doc_id, file,
 offset, size). All references meet in one group (GatherDocuments: about 100 bytes per
 document), which gives the document count and the bucket of every dupe copy;
 CreateInstances reads one bucket's documents (about `docs_per_bucket`), builds its
 records and spills them, cut into one section per output shard and sorted; WriteShards
-reads one shard's sections and writes the TFRecord file. So a worker holds one bucket
-or one shard at a time, the runner's shuffles carry references only, and the spill
+merges one shard's sections, each streamed in blocks (16 MB for the whole shard), into
+the TFRecord file. So a worker holds one batch of text, one bucket or a window of one
+shard at a time, the runner's shuffles carry references only, and the spill
 folder (about the size of the tokenized corpus plus the output) is deleted at the end.
 No step uses a side input, a multi-output ParDo or a finish_bundle output, so the job
 runs unchanged on runners that lack them (Beam's DaskRunner).
@@ -59,7 +61,7 @@ buckets and shards are hashes; records in a shard are sorted by a hash of (seed,
 document, copy, instance), which is also the shuffle. The output files are therefore
 byte-identical for a given seed and input, whatever the runner or number of workers.
 
-Output shards are written whole by one worker each: records sorted in memory, framed
+Output shards are written whole by one worker each: the sorted sections merged, framed
 as TFRecords (length, masked CRC32C from `google-crc32c`, data, CRC) and written with
 `apache_beam.io.filesystems`, so no worker needs TensorFlow for it (Beam's own
 TFRecord sink shuffles records in a worker-dependent order). Records are serialized
@@ -81,6 +83,7 @@ import collections
 import dataclasses
 import glob
 import heapq
+import itertools
 import logging
 import math
 import os
@@ -248,35 +251,39 @@ def encode_document(sentences):
 
 
 def decode_document(data):
-    """The inverse of `encode_document`: sentences as int32 views of `data` (no copies).
+    """The inverse of `encode_document`, as a `keras_bert.instances.FlatDocument`.
 
-    A view iterates as Python ints, has a length and slices like a list, which is
-    all instance building asks of a sentence; it is ten times faster to make than
-    a list or an `array` copy, and holds 4 bytes a token.
+    The ids are an int32 view of `data` (no copy: 4 bytes a token), which slices
+    without copying and turns a whole segment into a list in one call.
     """
     num_sentences, num_tokens = _DOC_HEADER.unpack_from(data)
     start = _DOC_HEADER.size + 4 * num_sentences
     view = memoryview(data)
     lengths = view[_DOC_HEADER.size : start].cast("i")
     ids = view[start : start + 4 * num_tokens].cast("i")
-    sentences, offset = [], 0
-    for length in lengths:
-        sentences.append(ids[offset : offset + length])
-        offset += length
-    return sentences
+    return instances_lib.FlatDocument(ids, [0, *itertools.accumulate(lengths)])
 
 
-class TokenizeDocumentFn(beam.DoFn):
-    """Document dict -> the token ids of its non-empty sentences, spilled to a file.
+class ReadAndTokenizeFn(beam.DoFn):
+    """One corpus file -> the token ids of its documents' non-empty sentences, spilled.
 
-    Yields `(doc_id, path, offset, size)` references; all the sentences of a
-    document are tokenized with one `token_ids_batch` call.
+    Reads the file as ExampleGen's `ReadCorpus` does (same documents, ids and bad
+    record counts) and tokenizes its documents in batches of about
+    `batch_sentences` sentences, each batch with one `token_ids_batch` call: the
+    in-graph tokenizer costs a few milliseconds a call whatever the batch size, so
+    a call per document (about a hundred sentences) spent most of the job's time on
+    call overhead. A worker holds one batch of text at a time.
+
+    Yields `(STATS_TAG, file statistics)` and one `(MAIN_TAG, (doc_id, path, offset,
+    size))` reference per tokenized document, once the file's spill is closed.
     """
 
-    def __init__(self, vocab_path, do_lower_case, spill_dir):
+    def __init__(self, read_options, vocab_path, do_lower_case, spill_dir, batch_sentences=8192):
+        self._read_options = read_options
         self._vocab_path = vocab_path
         self._do_lower_case = do_lower_case
         self._spill_dir = spill_dir
+        self._batch_sentences = batch_sentences
 
     def setup(self):
         from keras_bert.tokenizer import BertTokenizer
@@ -288,35 +295,55 @@ class TokenizeDocumentFn(beam.DoFn):
     def teardown(self):
         shutil.rmtree(getattr(self, "_tmp", ""), ignore_errors=True)
 
-    def start_bundle(self):
-        self._writer = None
-
-    def finish_bundle(self):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-    def process(self, document):
-        stats = collections.Counter(tokenized_documents=1)
-        sentences = []
-        for ids in self._tokenizer.token_ids_batch(document["sentences"]):
-            if ids:
-                sentences.append(ids)
-                stats["document_tokens"] += len(ids)
-            else:
-                stats["empty_sentences_after_tokenization"] += 1
-        if not sentences:
-            stats["untokenizable_documents"] += 1
-            stats["tokenized_documents"] = 0
+    def process(self, path_and_source):
+        path, source = path_and_source
+        read_stats = collections.Counter()
+        stats = collections.Counter()
+        refs = []
+        writer = None
+        try:
+            batch, num_sentences = [], 0
+            documents = example_gen.read_corpus_file(path, source, self._read_options, read_stats)
+            for document in documents:
+                batch.append(document)
+                num_sentences += len(document["sentences"])
+                if num_sentences >= self._batch_sentences:
+                    writer = self._tokenize(batch, stats, refs, writer)
+                    batch, num_sentences = [], 0
+            if batch:
+                writer = self._tokenize(batch, stats, refs, writer)
+        finally:
+            if writer is not None:
+                writer.close()
+        runners.increment_counters(example_gen.STAGE, read_stats)
         runners.increment_counters(STAGE, stats)
-        yield STATS_TAG, dict(stats)
-        if sentences:
-            if self._writer is None:
-                self._writer = _SpillWriter(self._spill_dir, "documents")
+        yield STATS_TAG, dict(read_stats + stats)
+        for ref in refs:
+            yield MAIN_TAG, ref
+
+    def _tokenize(self, documents, stats, refs, writer):
+        """Tokenizes and spills `documents`; appends their references; returns the writer."""
+        texts = [sentence for document in documents for sentence in document["sentences"]]
+        ids = self._tokenizer.token_ids_batch(texts)
+        start = 0
+        for document in documents:
+            end = start + len(document["sentences"])
+            sentences = [s for s in ids[start:end] if s]
+            start = end
+            empty = len(document["sentences"]) - len(sentences)
+            if empty:
+                stats["empty_sentences_after_tokenization"] += empty
+            if not sentences:
+                stats["untokenizable_documents"] += 1
+                continue
+            stats["tokenized_documents"] += 1
+            stats["document_tokens"] += sum(len(s) for s in sentences)
+            if writer is None:
+                writer = _SpillWriter(self._spill_dir, "documents")
             data = encode_document(sentences)
-            offset = self._writer.offset
-            self._writer.write(data)
-            yield MAIN_TAG, (document["doc_id"], self._writer.path, offset, len(data))
+            refs.append((document["doc_id"], writer.path, writer.offset, len(data)))
+            writer.write(data)
+        return writer
 
 
 def plan_buckets(keyed_refs, dupe_factor, seed, docs_per_bucket):
@@ -433,39 +460,55 @@ def tfrecord_frame(record):
     return length + struct.pack("<I", _masked_crc32c(length)) + record + struct.pack("<I", _masked_crc32c(record))
 
 
-def _iter_spilled(data):
-    """`(key, record)` of a spilled section."""
-    offset, end, header = 0, len(data), _RECORD_HEADER
-    while offset < end:
-        key, size = header.unpack_from(data, offset)
-        offset += header.size
-        yield key, data[offset : offset + size]
-        offset += size
+def _iter_spilled_section(path, offset, size, block_size):
+    """`(key, record)` of one spilled section of `path`, read `block_size` bytes at a time."""
+    header = _RECORD_HEADER
+    end = offset + size
+    position = offset  # where the next block starts in the file
+    buffer, start = b"", 0
+    while True:
+        available = len(buffer)
+        while available - start >= header.size:
+            key, length = header.unpack_from(buffer, start)
+            record_start = start + header.size
+            if available - record_start < length:
+                break
+            yield key, buffer[record_start : record_start + length]
+            start = record_start + length
+        if position >= end:
+            if start != available:
+                raise IOError(f"{path}: a spilled record is cut at byte {end} (section at {offset}, {size} bytes)")
+            return
+        want = min(block_size, end - position)
+        [block] = _read_ranges(path, [(position, want)])
+        position += want
+        buffer, start = buffer[start:] + block, 0
 
 
 class WriteShardFn(beam.DoFn):
     """`(shard, [(num_shards, parts)])` -> the shard's TFRecord file, records sorted by key.
 
-    A worker holds one shard's spilled bytes at a time. The TFRecord framing (with its
-    CRC32C) is written here directly, without TensorFlow.
+    The shard's spilled sections are merged as streams, each read in blocks, so a
+    worker holds about `read_buffer_bytes` of a shard whatever its size (not the
+    whole shard: 70 MB a shard on the benchmark corpus with 4 shards). The TFRecord
+    framing (with its CRC32C) is written here directly, without TensorFlow.
     """
 
-    def __init__(self, spec):
+    def __init__(self, spec, read_buffer_bytes=16 << 20, min_block_bytes=64 << 10):
         self._spec = spec
+        self._read_buffer_bytes = read_buffer_bytes
+        self._min_block_bytes = min_block_bytes
 
     def process(self, shard_parts):
         shard, [(num_shards, parts)] = shard_parts
         filter_shard = not self._spec.num_shards and num_shards > 1
-        by_path = collections.defaultdict(list)
-        for path, offset, size in parts:
-            by_path[path].append((offset, size))
+        block_size = max(self._min_block_bytes, self._read_buffer_bytes // max(1, len(parts)))
         sections = []
-        for path, ranges in sorted(by_path.items()):
-            for data in _read_ranges(path, ranges):
-                records = _iter_spilled(data)
-                if filter_shard:
-                    records = (r for r in records if r[0] % num_shards == shard)
-                sections.append(records)
+        for path, offset, size in sorted(parts):
+            records = _iter_spilled_section(path, offset, size, block_size)
+            if filter_shard:
+                records = (r for r in records if r[0] % num_shards == shard)
+            sections.append(records)
         # Each section is sorted by (key, record): merging them streams the shard in order.
         path = shard_path(self._spec, shard, num_shards)
         count = 0
@@ -601,15 +644,18 @@ def build(pipeline, spec, run_id=None):
     options = spec.instance_options
 
     spill_dir = temp_dir(spec, run_id or uuid.uuid4().hex)
-    read = example_gen.ReadCorpus(spec.input_pattern, spec.read)
-    common.log_stage(STAGE, f"ReadCorpus: {read.num_files} file(s) from {spec.input_pattern}")
-    corpus = pipeline | "ReadCorpus" >> read
-
+    paths = example_gen.match_files(spec.input_pattern)
     common.log_stage(
-        STAGE, f"Tokenize: {spec.vocab_path} ({vocab_info.vocab_size} tokens, lower_case={spec.do_lower_case})"
+        STAGE, f"ReadAndTokenize: {len(paths)} file(s) from {spec.input_pattern}; {spec.vocab_path} "
+        f"({vocab_info.vocab_size} tokens, lower_case={spec.do_lower_case})"
     )
-    tokenized = corpus["documents"] | "Tokenize" >> TaggedParDo(
-        TokenizeDocumentFn(spec.vocab_path, spec.do_lower_case, spill_dir)
+    tokenized = (
+        pipeline
+        | "ListFiles" >> beam.Create(paths)
+        | "SpreadFiles" >> beam.Reshuffle()
+        | "ReadAndTokenize" >> TaggedParDo(
+            ReadAndTokenizeFn(spec.read, spec.vocab_path, spec.do_lower_case, spill_dir)
+        )
     )
 
     common.log_stage(
@@ -663,7 +709,7 @@ def build(pipeline, spec, run_id=None):
     )
 
     (
-        (corpus[STATS_TAG], tokenized[STATS_TAG], created[STATS_TAG], written[STATS_TAG], cleaned)
+        (tokenized[STATS_TAG], created[STATS_TAG], written[STATS_TAG], cleaned)
         | "MergeStats" >> beam.Flatten()
         # Without defaults: a global default is injected through a side input.
         | "SumStats" >> beam.CombineGlobally(SumStats()).without_defaults()

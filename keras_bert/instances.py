@@ -17,11 +17,16 @@ Every random choice comes from one `random.Random` per (seed, document, dupe cop
 gives the same instances whatever the number of workers.
 """
 
+import array
 import collections
 import dataclasses
+import functools
 import hashlib
+import itertools
 import random
 import struct
+
+import numpy as np
 
 from keras_bert import features as F
 from keras_bert.features import (
@@ -299,15 +304,20 @@ def unmasked_features(pair, max_seq_length):
 class RecordEncoder:
     """Serializes instances straight to `tf.train.Example` bytes (`serialize_example`'s).
 
-    Padding ids are zeros (one varint byte each), masks and segments zeros and ones,
-    weights 1.0 or 0.0: each is a byte string repeated, not a list of Python values.
+    An instance's layout is fixed, so everything but the payloads is built once and
+    kept: the bytes in front of a packed int64 payload depend only on the feature
+    and the payload's length, masks and segments only on the sequence's lengths,
+    the weights only on the number of predictions. A record is then one join of
+    cached prefixes and the packed ids.
 
     Args:
         max_seq_length: padded sequence length.
         max_predictions_per_seq: padded prediction length.
+        vocab_size: ids are below it; vocabularies of up to 32768 ids take a faster
+            varint path. Defaults to None (any id).
     """
 
-    def __init__(self, max_seq_length, max_predictions_per_seq):
+    def __init__(self, max_seq_length, max_predictions_per_seq, vocab_size=None):
         self.max_seq_length = max_seq_length
         self.max_predictions_per_seq = max_predictions_per_seq
         self._keys = {
@@ -317,6 +327,11 @@ class RecordEncoder:
                 F.MASKED_LM_WEIGHTS, F.NEXT_SENTENCE_LABELS,
             )
         }
+        small = len(F._SMALL_VARINTS)
+        if vocab_size is not None and vocab_size <= small and max_seq_length <= small:
+            self._pack = functools.partial(_pack_small, F._SMALL_VARINTS.__getitem__)
+        else:
+            self._pack = _packed_varints
         # Position of each feature in deterministic order; the sequence features come first.
         self._masked_order = self._order(
             (F.INPUT_IDS, F.INPUT_MASK, F.SEGMENT_IDS, F.NEXT_SENTENCE_LABELS,
@@ -325,6 +340,8 @@ class RecordEncoder:
         self._unmasked_order = self._order((F.INPUT_IDS, F.INPUT_MASK, F.SEGMENT_IDS, F.NEXT_SENTENCE_LABELS))
         self._one = struct.pack("<f", 1.0)
         self._zero = struct.pack("<f", 0.0)
+        self._zeros = [b"\x00" * i for i in range(max(max_seq_length, max_predictions_per_seq) + 1)]
+        self._prefixes = {name: {} for name in (F.INPUT_IDS, F.MASKED_LM_POSITIONS, F.MASKED_LM_IDS)}
 
         # Entries that depend on lengths only, built once per length.
         self._length_entries = {}
@@ -339,49 +356,87 @@ class RecordEncoder:
         return [i for _, i in sorted(keys, key=_map_key_order)]
 
     def _int64_entry(self, name, packed):
-        return _feature_entry(self._keys[name], _int64_feature(packed))
+        """The map entry of an int64 feature: a cached prefix for the length, then `packed`."""
+        cache = self._prefixes[name]
+        size = len(packed)
+        prefix = cache.get(size)
+        if prefix is None:
+            if not size:
+                return _feature_entry(self._keys[name], _int64_feature(packed))
+            prefix = cache[size] = _feature_entry(self._keys[name], _int64_feature(b"\x00" * size))[:-size]
+        return prefix + packed
 
-    def _sequence_entries(self, pair, token_ids):
+    def _sequence_entries(self, token_ids, num_segment_a, is_random_next):
         n = len(token_ids)
         pad = self.max_seq_length - n
         if pad < 0:
             raise ValueError(f"sequence of {n} tokens exceeds max_seq_length={self.max_seq_length}")
-        segment_ids = pair.segment_ids
-        len_a = segment_ids.index(1) if 1 in segment_ids else n
-        lengths = self._length_entries.get((n, len_a))
+        lengths = self._length_entries.get((n, num_segment_a))
         if lengths is None:
-            lengths = self._length_entries[(n, len_a)] = (
-                self._int64_entry(F.INPUT_MASK, b"\x01" * n + b"\x00" * pad),
-                self._int64_entry(F.SEGMENT_IDS, b"\x00" * len_a + b"\x01" * (n - len_a) + b"\x00" * pad),
+            lengths = self._length_entries[(n, num_segment_a)] = (
+                _feature_entry(self._keys[F.INPUT_MASK], _int64_feature(b"\x01" * n + b"\x00" * pad)),
+                _feature_entry(
+                    self._keys[F.SEGMENT_IDS],
+                    _int64_feature(b"\x00" * num_segment_a + b"\x01" * (n - num_segment_a) + b"\x00" * pad),
+                ),
             )
         return [
-            self._int64_entry(F.INPUT_IDS, _packed_varints(token_ids) + b"\x00" * pad),
+            self._int64_entry(F.INPUT_IDS, self._pack(token_ids) + self._zeros[pad]),
             lengths[0],
             lengths[1],
-            self._label_entries[bool(pair.is_random_next)],
+            self._label_entries[bool(is_random_next)],
         ]
 
-    def masked(self, pair, output_ids, positions, label_ids):
-        """`serialize_example(instance_features(...))` of a masked pair."""
-        entries = self._sequence_entries(pair, output_ids)
+    @staticmethod
+    def _example(body):
+        n = len(body)
+        return b"\x0a" + (F._SMALL_VARINTS[n] if n < len(F._SMALL_VARINTS) else F._varint(n)) + body
+
+    def masked_record(self, output_ids, num_segment_a, is_random_next, positions, label_ids):
+        """`serialize_example(instance_features(...))` of a masked sequence.
+
+        Args:
+            output_ids: the masked sequence, unpadded.
+            num_segment_a: how many leading positions have segment id 0 (`[CLS] A [SEP]`).
+            is_random_next: the next-sentence label.
+            positions: masked positions, ascending.
+            label_ids: the original ids at `positions`.
+        """
+        entries = self._sequence_entries(output_ids, num_segment_a, is_random_next)
         k = len(positions)
         pad = self.max_predictions_per_seq - k
+        if pad < 0:
+            raise ValueError(f"{k} predictions exceed max_predictions_per_seq={self.max_predictions_per_seq}")
         weights = self._weight_entries.get(k)
         if weights is None:
             weights = self._weight_entries[k] = _feature_entry(
                 self._keys[F.MASKED_LM_WEIGHTS], _float_feature(self._one * k + self._zero * pad)
             )
+        zeros = self._zeros[pad]
         entries += [
-            self._int64_entry(F.MASKED_LM_POSITIONS, _packed_varints(positions) + b"\x00" * pad),
-            self._int64_entry(F.MASKED_LM_IDS, _packed_varints(label_ids) + b"\x00" * pad),
+            self._int64_entry(F.MASKED_LM_POSITIONS, self._pack(positions) + zeros),
+            self._int64_entry(F.MASKED_LM_IDS, self._pack(label_ids) + zeros),
             weights,
         ]
-        return _length_delimited(b"\x0a", b"".join([entries[i] for i in self._masked_order]))
+        return self._example(b"".join([entries[i] for i in self._masked_order]))
+
+    def unmasked_record(self, token_ids, num_segment_a, is_random_next):
+        """`serialize_example(unmasked_features(...))` of a sequence."""
+        entries = self._sequence_entries(token_ids, num_segment_a, is_random_next)
+        return self._example(b"".join([entries[i] for i in self._unmasked_order]))
+
+    def masked(self, pair, output_ids, positions, label_ids):
+        """`masked_record` of a `SegmentPair`."""
+        return self.masked_record(output_ids, pair.segment_ids.count(0), pair.is_random_next, positions, label_ids)
 
     def unmasked(self, pair):
-        """`serialize_example(unmasked_features(...))` of a pair."""
-        entries = self._sequence_entries(pair, pair.token_ids)
-        return _length_delimited(b"\x0a", b"".join([entries[i] for i in self._unmasked_order]))
+        """`unmasked_record` of a `SegmentPair`."""
+        return self.unmasked_record(pair.token_ids, pair.segment_ids.count(0), pair.is_random_next)
+
+
+def _pack_small(lookup, values):
+    """Packed varints of ids that are all below 32768 (a table lookup each)."""
+    return b"".join(map(lookup, values))
 
 
 def _bucket_pairs(bucket_documents, dupe_index, options, vocab):
@@ -471,16 +526,140 @@ def create_bucket_instances(bucket_documents, dupe_index, options, vocab):
         yield sort_key, features, stats
 
 
+class FlatDocument(collections.namedtuple("FlatDocument", ["ids", "starts"])):
+    """A document as one sequence of token ids and where each sentence starts.
+
+    Attributes:
+        ids: the token ids of all sentences, back to back: a sequence that slices
+            without copying and has `tolist()` (an int32 `memoryview` or `array`).
+        starts: `starts[i]` is where sentence `i` begins in `ids`; one more entry,
+            `len(ids)`, closes the last sentence.
+    """
+
+    __slots__ = ()
+
+    @property
+    def num_sentences(self):
+        return len(self.starts) - 1
+
+
+def flat_document(sentences):
+    """A `FlatDocument` of a list of sentences (lists of ids); a `FlatDocument` as is."""
+    if isinstance(sentences, FlatDocument):
+        return sentences
+    ids = array.array("i", itertools.chain.from_iterable(sentences))
+    return FlatDocument(memoryview(ids), [0, *itertools.accumulate(len(s) for s in sentences)])
+
+
+def _randbelow(getrandbits, n):
+    """`random.Random.randrange(n)` (and `randint(0, n - 1)`): the same draws, inlined.
+
+    CPython draws `k = n.bit_length()` bits until the number is below `n`
+    (`Random._randbelow_with_getrandbits`, unchanged since Python 3.2);
+    `tests/keras_bert/test_instances.py` checks it against `randrange` and `randint`.
+    """
+    if n <= 0:
+        raise ValueError(f"empty range for randrange({n})")
+    k = n.bit_length()
+    r = getrandbits(k)
+    while r >= n:
+        r = getrandbits(k)
+    return r
+
+
+def _flat_segment_pairs(documents, position, max_num_tokens, short_seq_prob, rng):
+    """`create_segment_pairs` of `documents[position]` on `FlatDocument`s, with the same draws.
+
+    Segments are slices of the flat ids (a chunk's sentences are consecutive) and
+    truncation only counts tokens, so no token is touched one at a time in Python.
+    The random other document is drawn as in `_bucket_pairs`.
+
+    Returns:
+        A list of `(a_lo, a_hi, b_doc, b_lo, b_hi, is_random_next, fallback, front, back)`:
+        the pair is `[CLS] A [SEP] B [SEP]` with A `documents[position].ids[a_lo:a_hi]`
+        and B `documents[b_doc].ids[b_lo:b_hi]`, truncated; `front` and `back` count
+        the tokens truncation removed from the fronts and the backs.
+    """
+    random = rng.random
+    getrandbits = rng.getrandbits
+    ids, starts = documents[position]
+    num_sentences = len(starts) - 1
+    target_seq_length = max_num_tokens
+    if random() < short_seq_prob:
+        target_seq_length = 2 + _randbelow(getrandbits, max_num_tokens - 1)
+    pairs = []
+    chunk_start = 0
+    i = 0
+    while i < num_sentences:
+        if i == num_sentences - 1 or starts[i + 1] - starts[chunk_start] >= target_seq_length:
+            chunk_sentences = i + 1 - chunk_start
+            a_end = 1
+            if chunk_sentences >= 2:
+                a_end = 1 + _randbelow(getrandbits, chunk_sentences - 1)
+            a_lo, a_hi = starts[chunk_start], starts[chunk_start + a_end]
+            fallback = False
+            if chunk_sentences == 1 or random() < 0.5:
+                is_random_next = True
+                if len(documents) < 2:
+                    b_doc, fallback = position, True
+                else:
+                    b_doc = _randbelow(getrandbits, len(documents) - 1)
+                    if b_doc >= position:
+                        b_doc += 1
+                b_starts = documents[b_doc].starts
+                j = _randbelow(getrandbits, len(b_starts) - 1)
+                b_lo = b_starts[j]
+                target_b_length = target_seq_length - (a_hi - a_lo)
+                j += 1
+                last = len(b_starts) - 1
+                while j < last and b_starts[j] - b_lo < target_b_length:
+                    j += 1
+                b_hi = b_starts[j]
+                # The chunk's B sentences were not used: put them back.
+                i -= chunk_sentences - a_end
+            else:
+                is_random_next = False
+                b_doc, b_lo, b_hi = position, a_hi, starts[i + 1]
+            # truncate_seq_pair's draws, counting instead of deleting.
+            len_a, len_b = a_hi - a_lo, b_hi - b_lo
+            removed = len_a + len_b
+            front = 0
+            while len_a + len_b > max_num_tokens:
+                if len_a > len_b:
+                    if random() < 0.5:
+                        a_lo += 1
+                        front += 1
+                    else:
+                        a_hi -= 1
+                    len_a -= 1
+                else:
+                    if random() < 0.5:
+                        b_lo += 1
+                        front += 1
+                    else:
+                        b_hi -= 1
+                    len_b -= 1
+            assert len_a and len_b, "segments A and B must be non-empty"
+            removed -= len_a + len_b
+            pairs.append((a_lo, a_hi, b_doc, b_lo, b_hi, is_random_next, fallback, front, removed - front))
+            chunk_start = i + 1
+        i += 1
+    return pairs
+
+
 def bucket_records(bucket_documents, dupe_index, options, vocab, stats):
     """`create_bucket_instances`, serialized: the same records, several times faster.
 
-    No feature dict, `SegmentPair` copy or per-instance counter: masks are drawn on
-    the sequence's known candidate positions and each record is encoded by
-    `RecordEncoder`. The random draws, and so the records, are exactly those of
-    `create_bucket_instances` followed by `serialize_example`.
+    Documents are flat id sequences (`FlatDocument`), segments are slices of them,
+    truncation counts tokens, masks are drawn on the sequence's known candidate
+    positions and each record is encoded by `RecordEncoder` from cached pieces; no
+    `SegmentPair`, feature dict or per-instance counter is made. The random draws,
+    and so the records, are exactly those of `create_bucket_instances` followed by
+    `serialize_example`.
 
     Args:
-        bucket_documents: as for `create_bucket_instances`.
+        bucket_documents: as for `create_bucket_instances`; a document's sentences
+            may also be given as a `FlatDocument`.
         dupe_index: which dupe copy this is.
         options: an `InstanceOptions`.
         vocab: a `VocabInfo`.
@@ -490,64 +669,110 @@ def bucket_records(bucket_documents, dupe_index, options, vocab, stats):
     Yields:
         `(sort_key, record bytes)`.
     """
-    seed = options.random_seed
-    encoder = RecordEncoder(options.max_seq_length, options.max_predictions_per_seq)
+    documents = sorted(bucket_documents, key=lambda d: d[0])
+    flats = [flat_document(sentences) for _, sentences in documents]
     special_ids = vocab.special_ids
+    # Documents holding a special id (only possible for ids not from the tokenizer)
+    # take the general candidate rule.
+    specials = np.array(sorted(special_ids), np.int32)
+    has_special = [bool(np.isin(np.frombuffer(ids, np.int32), specials).any()) for ids, _ in flats]
+    seed = options.random_seed
+    max_seq_length = options.max_seq_length
+    encoder = RecordEncoder(max_seq_length, options.max_predictions_per_seq, vocab.vocab_size)
     whole_word_mask = options.whole_word_mask
     dynamic = options.dynamic_masking
-    masked_lm_prob, max_predictions = options.masked_lm_prob, options.max_predictions_per_seq
-    instances = tokens = random_next = truncated = front = back = fallback = 0
-    masked = [0, 0, 0]  # [MASK], random, kept
-    for doc_id, instance_index, pair, rng in _bucket_pairs(bucket_documents, dupe_index, options, vocab):
-        token_ids = pair.token_ids
-        n = len(token_ids)
-        instances += 1
-        tokens += n
-        random_next += pair.is_random_next
-        truncated += pair.truncated_front + pair.truncated_back > 0
-        front += pair.truncated_front
-        back += pair.truncated_back
-        fallback += pair.random_document_fallback
-        if dynamic:
-            record = encoder.unmasked(pair)
-        else:
-            if whole_word_mask:
-                candidates = masking.word_candidates(token_ids, special_ids, vocab.continuation_ids, True)
+    budgets = [
+        masking.num_to_predict(n, options.masked_lm_prob, options.max_predictions_per_seq)
+        for n in range(max_seq_length + 1)
+    ]
+    cls_id, sep_id, mask_id, vocab_size = vocab.cls_id, vocab.sep_id, vocab.mask_id, vocab.vocab_size
+    vocab_bits = vocab_size.bit_length()
+    mask_prob = masking.MASK_PROB
+    instances = tokens = random_next = truncated = truncated_front = truncated_back = fallbacks = 0
+    num_mask = num_random = num_kept = 0
+    for position, (doc_id, _) in enumerate(documents):
+        rng = document_rng(seed, doc_id, dupe_index)
+        random = rng.random
+        getrandbits = rng.getrandbits
+        pairs = _flat_segment_pairs(flats, position, max_seq_length - 3, options.short_seq_prob, rng)
+        order_prefix = repr(("order", seed, doc_id, dupe_index))[:-1] + ", "
+        a_ids = flats[position].ids
+        for instance_index, pair in enumerate(pairs):
+            a_lo, a_hi, b_doc, b_lo, b_hi, is_random_next, fallback, front, back = pair
+            len_a = a_hi - a_lo
+            token_ids = [cls_id, *a_ids[a_lo:a_hi].tolist(), sep_id, *flats[b_doc].ids[b_lo:b_hi].tolist(), sep_id]
+            n = len(token_ids)
+            instances += 1
+            tokens += n
+            random_next += is_random_next
+            fallbacks += fallback
+            if front or back:
+                truncated += 1
+                truncated_front += front
+                truncated_back += back
+            if dynamic:
+                record = encoder.unmasked_record(token_ids, len_a + 2, is_random_next)
             else:
-                # [CLS] A [SEP] B [SEP]: all but 0, len(A) + 1 and n - 1, unless the
-                # segments themselves hold a special id (then the general rule).
-                len_a = pair.segment_ids.index(1) - 2
-                body = token_ids[1:-1]
-                if special_ids.isdisjoint(body[:len_a]) and special_ids.isdisjoint(body[len_a + 1 :]):
-                    candidates = list(range(1, len_a + 1))
-                    candidates += range(len_a + 2, n - 1)
+                if whole_word_mask:
+                    candidates = masking.word_candidates(token_ids, special_ids, vocab.continuation_ids, True)
+                    output_ids, chosen, counts = masking.mask_candidates(
+                        token_ids, candidates, budgets[n], vocab_size=vocab_size, mask_id=mask_id, rng=rng,
+                        whole_word_mask=True,
+                    )
+                    num_mask += counts[0]
+                    num_random += counts[1]
+                    num_kept += counts[2]
                 else:
-                    candidates = [i for i, t in enumerate(token_ids) if t not in special_ids]
-            budget = masking.num_to_predict(n, masked_lm_prob, max_predictions)
-            output_ids, positions, counts = masking.mask_candidates(
-                token_ids, candidates, budget, vocab_size=vocab.vocab_size, mask_id=vocab.mask_id, rng=rng,
-                whole_word_mask=whole_word_mask,
-            )
-            masked[0] += counts[0]
-            masked[1] += counts[1]
-            masked[2] += counts[2]
-            record = encoder.masked(pair, output_ids, positions, [token_ids[i] for i in positions])
-        yield stable_hash("order", seed, doc_id, dupe_index, instance_index), record
+                    # [CLS] A [SEP] B [SEP]: all but 0, len(A) + 1 and n - 1, unless the
+                    # segments hold a special id (then the general rule).
+                    if has_special[position] or has_special[b_doc]:
+                        candidates = [i for i, t in enumerate(token_ids) if t not in special_ids]
+                    else:
+                        candidates = list(range(1, len_a + 1))
+                        candidates += range(len_a + 2, n - 1)
+                    # masking.mask_candidates without whole words, inlined: every
+                    # visited candidate is taken, so it visits min(budget, candidates).
+                    num_candidates = len(candidates)
+                    budget = budgets[n]
+                    output_ids = token_ids[:]
+                    chosen = []
+                    for visited in range(budget if budget < num_candidates else num_candidates):
+                        pick = visited + int(random() * (num_candidates - visited))
+                        index = candidates[pick]
+                        candidates[pick] = candidates[visited]
+                        if random() < mask_prob:
+                            output_ids[index] = mask_id
+                            num_mask += 1
+                        elif random() < 0.5:
+                            num_kept += 1
+                        else:
+                            r = getrandbits(vocab_bits)
+                            while r >= vocab_size:
+                                r = getrandbits(vocab_bits)
+                            output_ids[index] = r
+                            num_random += 1
+                        chosen.append(index)
+                    chosen.sort()
+                record = encoder.masked_record(
+                    output_ids, len_a + 2, is_random_next, chosen, [token_ids[i] for i in chosen]
+                )
+            key = hashlib.blake2b(f"{order_prefix}{instance_index})".encode("utf-8"), digest_size=8).digest()
+            yield int.from_bytes(key, "big"), record
     total = {
         "instances": instances,
         "tokens": tokens,
-        "padded_tokens": instances * options.max_seq_length,
+        "padded_tokens": instances * max_seq_length,
         "random_next": random_next,
         "truncated_instances": truncated,
-        "truncated_front_tokens": front,
-        "truncated_back_tokens": back,
-        "random_document_fallback": fallback,
+        "truncated_front_tokens": truncated_front,
+        "truncated_back_tokens": truncated_back,
+        "random_document_fallback": fallbacks,
     }
     if not dynamic:
         total.update(
-            masked=sum(masked),
-            masked_as_mask_token=masked[0],
-            masked_as_random_token=masked[1],
-            masked_kept=masked[2],
+            masked=num_mask + num_random + num_kept,
+            masked_as_mask_token=num_mask,
+            masked_as_random_token=num_random,
+            masked_kept=num_kept,
         )
     stats.update(total)

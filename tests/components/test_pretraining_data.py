@@ -172,6 +172,21 @@ def test_no_temporary_files_are_left(static_run):
     )
 
 
+def test_spilled_sections_stream_in_small_blocks(tmp_path):
+    """Shard writers read sections block by block; a record may span several blocks."""
+    rng = random.Random(4)
+    records = [(rng.getrandbits(64), bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 300))))
+               for _ in range(50)]
+    data = b"".join(pd._RECORD_HEADER.pack(k, len(r)) + r for k, r in records)
+    path = str(tmp_path / "spill.bin")
+    with open(path, "wb") as f:
+        f.write(b"junk" + data + b"more")
+    for block_size in (1, 7, 100, 4096, len(data)):
+        assert list(pd._iter_spilled_section(path, 4, len(data), block_size)) == records
+    with pytest.raises(IOError, match="cut"):
+        list(pd._iter_spilled_section(path, 4, len(data) - 3, 64))
+
+
 def test_tfrecord_framing_is_tensorflows():
     records = [b"", b"x", bytes(range(256)) * 40]
     framed = b"".join(pd.tfrecord_frame(r) for r in records)

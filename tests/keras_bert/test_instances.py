@@ -255,3 +255,25 @@ def test_bucket_records_are_the_serialized_bucket_instances(options):
     stats = collections.Counter()
     assert list(I.bucket_records(documents, 3, options, VOCAB, stats)) == expected
     assert +stats == +expected_stats
+
+
+def test_inlined_randbelow_draws_what_randrange_and_randint_draw():
+    for n in (1, 2, 3, 7, 64, 65, 1000, 1436, 30522, 2**31 + 5):
+        for seed in range(20):
+            a, b, c = random.Random(seed), random.Random(seed), random.Random(seed)
+            for _ in range(20):
+                value = I._randbelow(a.getrandbits, n)
+                assert value == b.randrange(n) == c.randint(0, n - 1)
+            assert a.random() == b.random() == c.random()  # the streams stay in step
+    with pytest.raises(ValueError):
+        I._randbelow(random.Random(0).getrandbits, 0)
+
+
+def test_flat_documents_give_the_same_records_as_sentence_lists(options=I.InstanceOptions(max_seq_length=40)):
+    rng = random.Random(3)
+    documents = [(f"d{i}", make_document(rng, rng.randint(1, 20), start=5 + i)) for i in range(6)]
+    flat = [(doc_id, I.flat_document(sentences)) for doc_id, sentences in documents]
+    assert flat[0][1].num_sentences == len(documents[0][1])
+    assert list(I.bucket_records(flat, 0, options, VOCAB, collections.Counter())) == list(
+        I.bucket_records(documents, 0, options, VOCAB, collections.Counter())
+    )

@@ -662,6 +662,25 @@ def test_icu_normalization_mismatches_cover_the_known_differences():
             unicodedata.normalize("NFD", c.lower()) for c in contexts], hex(cp)
 
 
+def test_class_search_finds_what_one_regular_expression_finds():
+    """The batch path's test for characters left to Python, split at U+FFFF for speed."""
+    import re
+
+    ranges = tokenization.icu_normalization_mismatches()
+    whole = re.compile(tokenization._python_class(ranges))
+    search = tokenization._ClassSearch(ranges)
+    edges = {cp for lo, hi in ranges for cp in (lo - 1, lo, hi, hi + 1)}
+    edges = [cp for cp in edges if 0 <= cp < 0x110000 and not 0xD800 <= cp <= 0xDFFF]
+    rng = random.Random(5)
+    texts = ["a" + chr(cp) + "b" for cp in edges] + ["", "plain ascii", "caf\u00e9 \U0001f600"]
+    for _ in range(3000):
+        texts.append("".join(
+            chr(rng.choice([rng.randint(0x20, 0x7F), rng.randint(0x80, 0xD7FF), rng.randint(0x10000, 0x10FFFF)]))
+            for _ in range(rng.randint(1, 12))))
+    for text in texts:
+        assert search.found_in(text) == (whole.search(text) is not None), ascii(text)
+
+
 def test_utf8_check_accepts_exactly_well_formed_utf8():
     rng = random.Random(11)
     pieces = [b"a", b"\xc3\xa9", b"\xe4\xb8\xad", b"\xf0\x9f\x98\x80", b"\x80", b"\xc0\xaf",
