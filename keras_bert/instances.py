@@ -30,7 +30,7 @@ import numpy as np
 
 from keras_bert import features as F
 from keras_bert.features import (
-    _feature_entry, _float_feature, _int64_feature, _length_delimited, _map_key_order,
+    _feature_entry, _float_feature, _int64_feature, _map_key_order,
     _packed_varints)
 from keras_bert import masking
 
