@@ -30,7 +30,9 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest>=8,<10", "pytest-timeout>=2.3", "jax[cpu]==0.10.*"],
+    # pytest-xdist: pytest's own plugin for running test files in parallel processes
+    # (`make test` uses two workers).
+    "test": ["pytest>=8,<10", "pytest-timeout>=2.3", "pytest-xdist==3.8.*", "jax[cpu]==0.10.*"],
     # Only for regenerating golden fixtures and running peer benchmarks; never
     # needed by `make test`.
     # tokenizers: Hugging Face's Rust tokenizers (what transformers' fast BERT
