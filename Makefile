@@ -6,6 +6,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Test files run in parallel worker processes (pytest-xdist), one file per worker at
+# a time so that a module's shared fixtures (a pipeline run, a trained model, a
+# server) are built once. Most of the suite's time is single-threaded (Python,
+# TensorFlow tracing, Beam's DirectRunner, process start-up), so two workers keep
+# two cores busy; the longest files start first (tests/conftest.py). `make test
+# TEST_WORKERS=0` runs everything in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: venv test run bench fixtures clean
 
@@ -18,7 +25,7 @@ $(STAMP): setup.py requirements.lock
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 run: $(STAMP)
 	$(PY) -m pipeline.run --runner=DirectRunner

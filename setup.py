@@ -32,8 +32,9 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     # nbclient + ipykernel + nbformat: Jupyter's own notebook runner, kernel and file
     # format, so that `make test` executes examples/finetune_classifier.ipynb on a
-    # real kernel.
-    "test": ["pytest>=8,<10", "pytest-timeout>=2.3", "jax[cpu]==0.10.*",
+    # real kernel. pytest-xdist: pytest's own plugin for running test files in
+    # parallel processes (`make test` uses two workers).
+    "test": ["pytest>=8,<10", "pytest-timeout>=2.3", "pytest-xdist==3.8.*", "jax[cpu]==0.10.*",
              "nbclient>=0.10,<1", "ipykernel>=6.29,<8", "nbformat>=5.10,<6"],
     # Only for regenerating golden fixtures and running peer benchmarks; never
     # needed by `make test`.

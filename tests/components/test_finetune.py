@@ -453,11 +453,16 @@ def test_pretrained_weights_learn_faster_than_random(tmp_path, tiny_init):
     train, dev = write(tmp_path / "train.jsonl", 32, False), write(tmp_path / "dev.jsonl", 100, True)
     corpus = [_topic_sentence(rng, TOPIC_A if rng.random() < 0.5 else TOPIC_B) for _ in range(1000)]
     pretrained = _mlm_pretrain(tiny_init, str(tmp_path / "mlm"), corpus, epochs=12, seed=0)
+    # Both encoders share the vocabulary: TaskData converts the task files once.
+    records = tmp_path / "records"
     results = {}
     for name, init in (("random", tiny_init), ("pretrained", pretrained)):
-        results[name] = finetune.run(_spec(tmp_path / name, "classification", train, dev, init,
-                                           max_seq_length=16, batch_size=8, epochs=4,
-                                           learning_rate=1e-3, random_seed=3))
+        spec = _spec(tmp_path / name, "classification", train, dev, init, max_seq_length=16,
+                     batch_size=8, epochs=4, learning_rate=1e-3, random_seed=3)
+        if not records.exists():
+            finetune.convert_task_files(spec, str(records))
+        results[name] = finetune.run(dataclasses.replace(spec, train=None, dev=None,
+                                                         task_data_dir=str(records)))
     random_acc = [h["dev_accuracy"] for h in results["random"]["history"]]
     pre_acc = [h["dev_accuracy"] for h in results["pretrained"]["history"]]
     # Better at every epoch, by a wide margin at the end, and lower train loss early on.

@@ -72,28 +72,44 @@ def test_layout_assets_and_signatures(exported):
 _FRESH = """
 import json, sys, numpy as np, tensorflow as tf
 import tensorflow_text  # registers the text ops the graph uses, as TF Serving links them
-path, texts = sys.argv[1], json.loads(sys.argv[2])
-m = tf.saved_model.load(path)
-out = {}
-for name in ("serving_default", "embed"):
-    r = m.signatures[name](text=tf.constant(texts))
-    out.update({name + "/" + k: v.numpy() for k, v in r.items() if v.dtype != tf.string})
-    out.update({name + "/" + k: np.vectorize(lambda b: b.decode("utf-8"))(v.numpy()) for k, v in r.items() if v.dtype == tf.string})
-np.savez(sys.argv[3], **out)
+for path, texts, out_file in json.loads(sys.argv[1]):
+    m = tf.saved_model.load(path)
+    out = {}
+    for name in ("serving_default", "embed"):
+        r = m.signatures[name](text=tf.constant(texts))
+        out.update({name + "/" + k: v.numpy() for k, v in r.items() if v.dtype != tf.string})
+        out.update({name + "/" + k: np.vectorize(lambda b: b.decode("utf-8"))(v.numpy()) for k, v in r.items() if v.dtype == tf.string})
+    np.savez(out_file, **out)
 """
+
+
+def _fresh_texts(task):
+    return TEXTS if task != "fill_mask" else ["The [MASK] brown fox.", "[MASK] and [MASK]!", "none here"]
+
+
+@pytest.fixture(scope="module")
+def fresh_outputs(exported, tmp_path_factory):
+    """Every export's signatures run in one fresh process: {task: {output name: array}}.
+
+    The process imports TensorFlow and tensorflow_text only (never this library), as
+    TF Serving would load the model; one process serves all four exports.
+    """
+    folder = tmp_path_factory.mktemp("fresh")
+    jobs = [(result.path, _fresh_texts(task), str(folder / f"{task}.npz"))
+            for task, (_, result) in exported.items()]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-c", _FRESH, json.dumps(jobs)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {task: dict(np.load(str(folder / f"{task}.npz"))) for task in exported}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["classification", "regression", "fill_mask", "embedding"])
-def test_fresh_process_reload_matches_keras(exported, vocab, task, tmp_path):
+def test_fresh_process_reload_matches_keras(exported, fresh_outputs, vocab, task):
     model, result = exported[task]
-    texts = TEXTS if task != "fill_mask" else ["The [MASK] brown fox.", "[MASK] and [MASK]!", "none here"]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    out_file = str(tmp_path / "out.npz")
-    proc = subprocess.run([sys.executable, "-c", _FRESH, result.path, json.dumps(texts), out_file],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = dict(np.load(out_file))
+    texts = _fresh_texts(task)
+    got = fresh_outputs[task]
     x = _keras_inputs(vocab, [t.replace("[MASK]", "MASKMARK") for t in texts])
     encoder = model if task == "embedding" else model.encoder
     if task == "fill_mask":

@@ -2,9 +2,9 @@
 
 Each run starts from a tiny random encoder (`--init_checkpoint`, so no pre-training), fine-tunes
 on a small synthetic task a tiny model learns in a few epochs, exports, evaluates
-the SavedModel on the test split, pushes it, and a real model server then answers
-over gRPC: entities and answers must be the exact characters at the offsets it
-returns, and right for the fixture.
+the SavedModel on the test split and pushes it; one real model server then serves
+both pushed models and answers over gRPC: entities and answers must be the exact
+characters at the offsets it returns, and right for the fixture.
 """
 
 import json
@@ -22,12 +22,12 @@ CORPUS = ("The dog walked to the city.\nThen the cat ran over the road.\n\n"
           "A man saw a big red car.\nThe old tree was near the river.\n")
 
 
-def _run_pipeline(root, task, train, dev, test, epochs, model_name, extra=()):
+def _run_pipeline(root, task, train, dev, test, epochs, model_name, init, extra=()):
     (root / "corpus.txt").write_text(CORPUS)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     args = [sys.executable, "-m", "pipeline.run", f"--pipeline_root={root / 'run'}",
             "--runner=DirectRunner", f"--corpus={root / 'corpus.txt'}",
-            f"--init_checkpoint={write_random_init(root, 'init')}", f"--task={task}", f"--train={train}",
+            f"--init_checkpoint={init}", f"--task={task}", f"--train={train}",
             f"--dev={dev}",
             f"--test={test}", "--max_seq_length=64", f"--finetune_epochs={epochs}",
             "--finetune_batch_size=16", "--finetune_learning_rate=2e-3", "--random_seed=1",
@@ -45,37 +45,81 @@ def _record(root, stage):
         return json.load(f)
 
 
-def _serve(root, model_name):
-    from serving.launcher import ServerProcess
+def _pushed_base(root):
+    """The serving base path Push installed version 1 of the run's model under."""
     push = _record(root, "Push")["outputs"]
     assert push["pushed"] and push["version"] == 1, push
-    base = os.path.dirname(push["path"])
-    server = ServerProcess([f"--model_name={model_name}", f"--model_base_path={base}",
-                            "--tensorflow_intra_op_parallelism=1",
-                            "--tensorflow_inter_op_parallelism=1"],
-                           rest=False, log_path=str(root / "server.log"))
-    server.start(timeout_s=300)
-    return server
+    return os.path.dirname(push["path"])
 
 
-@pytest.mark.slow
-def test_ner_pipeline_serves_entities_at_character_offsets(tmp_path):
+@pytest.fixture(scope="module")
+def span_init(tmp_path_factory):
+    """The tiny random encoder both runs start from."""
+    return write_random_init(tmp_path_factory.mktemp("init"), "init")
+
+
+@pytest.fixture(scope="module")
+def ner_run(tmp_path_factory, span_init):
+    """The NER pipeline on CoNLL files; returns (root, test sentences, stdout)."""
     from keras_bert import tasks
-    from serving import client
+    root = tmp_path_factory.mktemp("ner")
     rng = random.Random(3)
 
     def write(name, n):
         sentences = [(w, tasks.iob1_to_bio(t)) for w, t in ner_sentences(n, rng, long_share=0.2)]
-        (tmp_path / name).write_text(conll_text(sentences))
+        (root / name).write_text(conll_text(sentences))
         return sentences
 
     write("train.conll", 240)
     write("dev.conll", 40)
     test = write("test.conll", 40)
     # The test file again, through the Predict stage (its tag column ignored).
-    out = _run_pipeline(tmp_path, "ner", tmp_path / "train.conll", tmp_path / "dev.conll",
-                        tmp_path / "test.conll", epochs=4, model_name="ner",
-                        extra=[f"--predict={tmp_path / 'test.conll'}"])
+    out = _run_pipeline(root, "ner", root / "train.conll", root / "dev.conll",
+                        root / "test.conll", epochs=4, model_name="ner", init=span_init,
+                        extra=[f"--predict={root / 'test.conll'}"])
+    return root, test, out
+
+
+@pytest.fixture(scope="module")
+def squad2_run(tmp_path_factory, span_init):
+    """The SQuAD 2.0 pipeline on synthetic files; returns (root, test paragraphs)."""
+    root = tmp_path_factory.mktemp("squad2")
+    rng = random.Random(5)
+    files = {}
+    for name, n, prefix in (("train", 300, "q"), ("dev", 40, "d"), ("test", 40, "t")):
+        data = squad_data(n, rng, unanswerable_share=0.5, prefix=prefix)
+        files[name] = root / f"{name}.json"
+        files[name].write_text(json.dumps(data))
+    test = [p for p in data["data"][0]["paragraphs"]]
+    # The test file again, through the Predict stage (its answers ignored).
+    _run_pipeline(root, "squad2", files["train"], files["dev"], files["test"], epochs=2,
+                  model_name="qa", init=span_init, extra=[f"--predict={files['test']}"])
+    return root, test
+
+
+@pytest.fixture(scope="module")
+def span_server(ner_run, squad2_run, tmp_path_factory):
+    """One model server for both pushed models (`ner` and `qa`), as a deployment runs it."""
+    from serving.launcher import ServerProcess
+    folder = tmp_path_factory.mktemp("span_server")
+    config = folder / "models.config"
+    config.write_text("model_config_list {\n" + "".join(
+        f'  config {{ name: "{name}" base_path: "{_pushed_base(root)}" '
+        f'model_platform: "tensorflow" }}\n'
+        for name, root in (("ner", ner_run[0]), ("qa", squad2_run[0]))) + "}\n")
+    server = ServerProcess([f"--model_config_file={config}",
+                            "--tensorflow_intra_op_parallelism=1",
+                            "--tensorflow_inter_op_parallelism=1"],
+                           rest=False, log_path=str(folder / "server.log"))
+    server.start(timeout_s=300)
+    yield server
+    assert server.stop() == 0
+
+
+@pytest.mark.slow
+def test_ner_pipeline_serves_entities_at_character_offsets(ner_run, span_server):
+    from serving import client
+    tmp_path, test, out = ner_run
     evaluation = _record(tmp_path, "Evaluate")
     metrics = evaluation["metrics"]
     assert metrics["f1"] >= 0.8 and metrics["baseline_f1"] == 0.0, metrics
@@ -86,13 +130,9 @@ def test_ner_pipeline_serves_entities_at_character_offsets(tmp_path):
     assert "![Entity F1 per type](entity_f1.png)" in report and f"{metrics['f1']:.4f}" in report
     assert "Evaluate: done" in out
 
-    server = _serve(tmp_path, "ner")
-    try:
-        texts = [" ".join(words) for words, _ in test[:16]] + [
-            "Alice Smith walked to Paris", "near Oslo the man saw Judy"]
-        result = client.predict_text(server.grpc_target, "ner", texts)
-    finally:
-        assert server.stop() == 0
+    texts = [" ".join(words) for words, _ in test[:16]] + [
+        "Alice Smith walked to Paris", "near Oslo the man saw Judy"]
+    result = client.predict_text(span_server.grpc_target, "ner", texts)
     served = []
     for i, text in enumerate(texts):
         entities = [(result["entity_type"][i, k].decode(), int(result["entity_start"][i, k]),
@@ -127,18 +167,9 @@ def test_ner_pipeline_serves_entities_at_character_offsets(tmp_path):
 
 
 @pytest.mark.slow
-def test_squad2_pipeline_serves_answers_at_character_offsets(tmp_path):
+def test_squad2_pipeline_serves_answers_at_character_offsets(squad2_run, span_server):
     from serving import client
-    rng = random.Random(5)
-    files = {}
-    for name, n, prefix in (("train", 300, "q"), ("dev", 40, "d"), ("test", 40, "t")):
-        data = squad_data(n, rng, unanswerable_share=0.5, prefix=prefix)
-        files[name] = tmp_path / f"{name}.json"
-        files[name].write_text(json.dumps(data))
-    test = [p for p in data["data"][0]["paragraphs"]]
-    # The test file again, through the Predict stage (its answers ignored).
-    _run_pipeline(tmp_path, "squad2", files["train"], files["dev"], files["test"], epochs=2,
-                  model_name="qa", extra=[f"--predict={files['test']}"])
+    tmp_path, test = squad2_run
     export = _record(tmp_path, "Export")["outputs"]
     assert export["null_score_threshold"] is not None  # dev's tuned threshold, exported
     metrics = _record(tmp_path, "Evaluate")["metrics"]
@@ -146,14 +177,10 @@ def test_squad2_pipeline_serves_answers_at_character_offsets(tmp_path):
     assert metrics["baseline_HasAns_f1"] == 0.0 and metrics["baseline_NoAns_f1"] == 100.0
     assert metrics["offset_mismatches"] == 0 and metrics["blessed"] is True
 
-    server = _serve(tmp_path, "qa")
-    try:
-        questions = [p["qas"][0]["question"] for p in test] + ["What follows code?"] * 2
-        contexts = [p["context"] for p in test] + ["The man saw code: Otter, near the river.",
-                                                   "The man saw a dog near the river."]
-        result = client.predict_text(server.grpc_target, "qa", questions, contexts)
-    finally:
-        assert server.stop() == 0
+    questions = [p["qas"][0]["question"] for p in test] + ["What follows code?"] * 2
+    contexts = [p["context"] for p in test] + ["The man saw code: Otter, near the river.",
+                                               "The man saw a dog near the river."]
+    result = client.predict_text(span_server.grpc_target, "qa", questions, contexts)
     assert result["answer_text"][-2].decode() == "Otter"
     assert (int(result["answer_start"][-2]), int(result["answer_end"][-2])) == (18, 23)
     assert result["answer_text"][-1].decode() == "" and int(result["answer_start"][-1]) == -1
