@@ -22,12 +22,17 @@ def fixtures_dir():
 # alone with a long file at the end; a serial run keeps pytest's order.
 LONGEST_FILES = (
     "tests/pipeline/test_pipeline.py",
+    "tests/pipeline/test_kill.py",
+    "tests/pipeline/test_pipeline_tasks.py",
     "tests/components/test_finetune.py",
     "tests/components/test_pretrain.py",
     "tests/keras_bert/test_export.py",
-    "tests/pipeline/test_pipeline_tasks.py",
+    "tests/components/test_predict.py",
     "tests/components/test_evaluate.py",
     "tests/components/test_dask_runner.py",
+    "tests/pipeline/test_disk_full.py",
+    "tests/serving/test_faults.py",
+    "tests/examples/test_finetune_classifier_notebook.py",
     "tests/components/test_finetune_reference.py",
 )
 
