@@ -7,6 +7,7 @@ version in.
 
 import os
 import shutil
+import time
 import uuid
 
 import grpc
@@ -18,6 +19,17 @@ from tests.serving import toy_models
 # Both cores are shared: keep each server to one TF thread pool thread.
 LEAN_FLAGS = ["--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1",
               "--grpc_max_threads=8"]
+
+
+def wait_for(condition, timeout_s=60.0, what="condition"):
+    """Polls `condition()` every 0.1 s; returns its first truthy value, or fails the test."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ import tensorflow as tf
 from serving import client
 from serving.launcher import ServerProcess
 from tests.serving import toy_models
-from tests.serving.conftest import install
+from tests.serving.conftest import install, wait_for
 
 VOCAB = ["[UNK]", "hello", "world", "served"]
 CLIENTS = 64
@@ -110,16 +110,6 @@ model_config_list {{
     assert server.process.returncode == 0, server.log_text()[-3000:]
 
 
-def _wait_for(condition, timeout_s=60.0, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _status_of(server, version):
     return next((s for s in client.model_status(server.grpc_target, "rollout")
                  if s["version"] == version and s["state"] == "END"), None)
@@ -142,7 +132,7 @@ def test_broken_version_keeps_the_last_good_one_serving(fault_server, version, d
     shutil.copytree(fault_server.library[version], staging)
     damage(staging)
     os.rename(staging, os.path.join(fault_server.root, "rollout", str(version)))
-    status = _wait_for(lambda: _status_of(fault_server, version), what=f"version {version} to fail")
+    status = wait_for(lambda: _status_of(fault_server, version), what=f"version {version} to fail")
     # As the stock server: state END with the load error; the message says what broke.
     assert status["error_code"] not in ("OK", "0") and expected in status["error_message"], status
     assert os.path.join("rollout", str(version)) in status["error_message"], status

@@ -3,7 +3,6 @@
 import os
 import shutil
 import threading
-import time
 
 import grpc
 import pytest
@@ -13,17 +12,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from serving import client
 from serving.launcher import ServerProcess
 from tests.serving import toy_models
-from tests.serving.conftest import LEAN_FLAGS, install
-
-
-def _wait_for(condition, timeout_s=60.0, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.serving.conftest import LEAN_FLAGS, install, wait_for
 
 
 class _ClientLoop:
@@ -102,11 +91,11 @@ def test_hot_swap_and_broken_version_without_failed_requests(reload_server, mode
     base = reload_server.base_path
     target = reload_server.grpc_target
     with _ClientLoop(reload_server) as loop:
-        _wait_for(lambda: loop.count() >= 5, what="first answers")
+        wait_for(lambda: loop.count() >= 5, what="first answers")
         install(model_library["text_v2"], base, 2)
-        _wait_for(lambda: loop.latest() == 2, what="version 2 serving")
+        wait_for(lambda: loop.latest() == 2, what="version 2 serving")
         seen = loop.count()
-        _wait_for(lambda: loop.count() >= seen + 10, what="answers from version 2")
+        wait_for(lambda: loop.count() >= seen + 10, what="answers from version 2")
 
         assert client.model_status(target, "toy") == [
             {"version": 2, "state": "AVAILABLE", "error_code": "OK", "error_message": ""},
@@ -116,20 +105,20 @@ def test_hot_swap_and_broken_version_without_failed_requests(reload_server, mode
         staging = os.path.join(reload_server.root, "broken3")
         toy_models.write_broken_version(staging)
         os.rename(staging, os.path.join(base, "3"))
-        status = _wait_for(
+        status = wait_for(
             lambda: next((s for s in client.model_status(target, "toy") if s["version"] == 3 and
                           s["state"] == "END"), None), what="version 3 to fail")
         assert status["error_code"] != "OK" and status["error_message"]
         seen = loop.count()
-        _wait_for(lambda: loop.count() >= seen + 10, what="answers after the failed load")
+        wait_for(lambda: loop.count() >= seen + 10, what="answers after the failed load")
         assert loop.latest() == 2
 
         # Fixing version 3's files makes the poller try it again.
         shutil.rmtree(os.path.join(base, "3"))
         install(model_library["text_v3"], base, 3)
-        _wait_for(lambda: loop.latest() == 3, what="fixed version 3 serving")
+        wait_for(lambda: loop.latest() == 3, what="fixed version 3 serving")
         seen = loop.count()
-        _wait_for(lambda: loop.count() >= seen + 10, what="answers from version 3")
+        wait_for(lambda: loop.count() >= seen + 10, what="answers from version 3")
 
     assert loop.failures == []
     assert {1, 2, 3} <= set(loop.versions)
