@@ -592,7 +592,9 @@ def assign_weights(model, tensors, source="<tensors>", fmt="?", strict=True, ign
     if strict and missing_encoder:
         raise CheckpointError(f"{source}: encoder tensor(s) missing from the checkpoint: "
                               f"{', '.join(missing_encoder)}")
-    level = logging.WARNING if (report.missing or report.unused) else logging.INFO
+    # A new task head missing and the pre-training heads unused are what fine-tuning
+    # expects (the report says which); only encoder tensors missing are a warning.
+    level = logging.WARNING if missing_encoder else logging.INFO
     logger.log(level, "loaded %s", report.summary())
     return report
 
