@@ -57,7 +57,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
-from components import common, runners
+from components import cli, common, runners
 from components.task_files import (
     BAD_RECORD_KINDS, BadRecord, ReadOptions, SquadRecord, TaskDataError, add_read_arguments,
     parse_file, read_options_from_args)
@@ -432,7 +432,7 @@ def parse_args(argv=None):
     parser.add_argument("--num_shards", type=int, default=d.num_shards)
     parser.add_argument("--max_reported_bad_records", type=int, default=d.max_reported_bad_records)
     add_read_arguments(parser)
-    args, pipeline_args = parser.parse_known_args(argv)
+    args, pipeline_args = cli.parse_with_beam_args(parser, argv)
     spec = PredictSpec(export_dir=args.export_dir, input_pattern=args.input,
                        output_dir=args.output, task=args.task,
                        read=read_options_from_args(args), batch_size=args.batch_size,

@@ -84,6 +84,10 @@ def test_command_line_flags_and_beam_options():
     assert (spec.export_dir, spec.input_pattern, spec.output_dir) == ("models/bert/1", "in/*.tsv", "out")
     assert spec.batch_size == 8 and spec.read.text_column == "sentence" and spec.read.header
     assert beam_args == ["--runner=DaskRunner", "--dask_npartitions=4"]
+    # A misspelt flag of its own is a usage error, not a Beam option.
+    with pytest.raises(SystemExit) as exit_info:
+        predict.parse_args(["--export_dir", "e", "--input", "i", "--output", "o", "--batch_sise=8"])
+    assert exit_info.value.code == 2
     with pytest.raises(predict.PredictError, match="batch_size"):
         predict.PredictSpec(export_dir="e", input_pattern="i", output_dir="o", batch_size=0)
     with pytest.raises(predict.PredictError, match="no saved_model.pb"):
