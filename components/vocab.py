@@ -22,7 +22,6 @@ import argparse
 import collections
 import dataclasses
 import functools
-import json
 import logging
 
 import apache_beam as beam
@@ -172,10 +171,9 @@ def learn_and_write(word_counts, spec):
         tokens = learn_vocab(word_counts, spec.vocab_size, spec.do_lower_case, spec.lower_thresh)
     except VocabSizeError as e:
         write_vocab_tokens(e.vocab, spec.largest_vocab_path)
-        with FileSystems.create(spec.shortfall_path, mime_type="application/json") as handle:
-            handle.write(json.dumps({"reason": str(e), "vocab_size": spec.vocab_size,
-                                     "largest_vocab_size": len(e.vocab),
-                                     "distinct_words": e.distinct_words}).encode("utf-8"))
+        runners.write_json({"reason": str(e), "vocab_size": spec.vocab_size,
+                            "largest_vocab_size": len(e.vocab),
+                            "distinct_words": e.distinct_words}, spec.shortfall_path)
         return spec.largest_vocab_path
     return write_vocab_tokens(tokens, spec.vocab_path)
 
@@ -229,8 +227,7 @@ def run(spec, pipeline_args=None):
     with runners.pipeline(pipeline_args) as pipeline:
         build(pipeline, spec)
     if FileSystems.exists(spec.shortfall_path):
-        with FileSystems.open(spec.shortfall_path) as handle:
-            shortfall = json.loads(handle.read().decode("utf-8"))
+        shortfall = runners.read_json(spec.shortfall_path)
         raise VocabError(
             f"{spec.input_pattern}: {shortfall['reason']}. The largest vocabulary this corpus "
             f"gives ({shortfall['largest_vocab_size']} tokens) is in {spec.largest_vocab_path}; "
