@@ -190,3 +190,29 @@ def test_pretraining_loss_is_scaled_per_replica():
     assert proc.returncode == 0, proc.stderr[-3000:]
     ratio = float(proc.stdout.strip().split()[-1])
     assert abs(ratio - 1.0) < 1e-3, ratio
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_gelu_values_and_gradient_are_the_exact_erf_gelus(dtype):
+    """`layers.gelu` (custom gradient, float32 inside) against TensorFlow's own exact
+    GELU and its autodiff gradient, including the tails."""
+    import tensorflow as tf
+
+    from keras_bert import layers
+
+    x32 = tf.constant(np.linspace(-9.0, 9.0, 1001), tf.float32)
+    x = tf.cast(x32, dtype)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        tape.watch(x32)
+        ours = layers.gelu(x)
+        reference = tf.nn.gelu(x32, approximate=False)
+    assert ours.dtype == x.dtype
+    grad = tape.gradient(ours, x, output_gradients=tf.ones_like(ours))
+    grad_reference = tape.gradient(reference, x32)
+    # float32 agrees to rounding; bfloat16 is the float32 result rounded once.
+    tol = {"float32": 1e-6, "bfloat16": 8e-3}[dtype]
+    np.testing.assert_allclose(tf.cast(ours, tf.float32).numpy(), reference.numpy(),
+                               rtol=tol, atol=tol)
+    np.testing.assert_allclose(tf.cast(grad, tf.float32).numpy(), grad_reference.numpy(),
+                               rtol=tol, atol=tol)
