@@ -253,5 +253,11 @@ def task_dataset(files, task, max_seq_length, batch_size, *, is_training=False, 
         ds = ds.map(lambda x, y: x)
     options = tf.data.Options()
     options.deterministic = True
+    # No tf.data autotuner: `model.fit` makes a new iterator every epoch, and
+    # tearing down the autotuned one stalled about half the epoch starts by ~3 s
+    # on a 2-core machine (measured: a fine-tuning epoch of 8 steps took 10.2 s
+    # instead of 7.0 s). Parsing a batch is cheap enough that the fixed
+    # parallelism (one call per core) and prefetch buffer do as well.
+    options.autotune.enabled = False
     ds = ds.with_options(options)
     return ds.prefetch(tf.data.AUTOTUNE)

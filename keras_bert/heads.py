@@ -17,7 +17,7 @@ from keras import ops
 from keras_bert import features
 from keras_bert import losses as bert_losses
 from keras_bert.encoder import encoder_inputs
-from keras_bert.layers import MaskedLMHead, truncated_normal
+from keras_bert.layers import Dropout, MaskedLMHead, truncated_normal
 
 
 def scale_loss_for_distribution(loss):
@@ -193,7 +193,7 @@ class _LinearHeadModel(_TaskModel):
         dropout = config.hidden_dropout_prob if dropout is None else dropout
         inputs = encoder_inputs()
         features_in = encoder(inputs)[self._encoder_output]
-        features_in = keras.layers.Dropout(dropout, dtype=encoder.dtype_policy)(features_in)
+        features_in = Dropout(dropout, dtype=encoder.dtype_policy)(features_in)
         head = _dense(num_classes, config.initializer_range, encoder.dtype_policy, "classifier")
         outputs = {"logits": ops.cast(head(features_in), "float32")}
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
@@ -273,7 +273,7 @@ class BertMultipleChoice(_TaskModel):
         # (batch, choices, seq_len) -> (batch * choices, seq_len)
         flat = {name: MergeLeadingAxes(name=f"flatten_{name}")(t) for name, t in inputs.items()}
         pooled = encoder(flat)["pooled_output"]
-        pooled = keras.layers.Dropout(dropout, dtype=encoder.dtype_policy)(pooled)
+        pooled = Dropout(dropout, dtype=encoder.dtype_policy)(pooled)
         head = _dense(1, config.initializer_range, encoder.dtype_policy, "classifier")
         scores = ops.cast(head(pooled), "float32")  # (batch * choices, 1)
         outputs = {"logits": SplitChoices(num_choices, name="choices")(scores)}

@@ -216,3 +216,26 @@ def test_gelu_values_and_gradient_are_the_exact_erf_gelus(dtype):
                                rtol=tol, atol=tol)
     np.testing.assert_allclose(tf.cast(grad, tf.float32).numpy(), grad_reference.numpy(),
                                rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_dropout_keeps_the_stated_share_unbiased_and_reproducible(dtype):
+    """`layers.Dropout`: about 1 - rate kept (binomial bound), kept values scaled so
+    the mean is unchanged, identity at inference, and a seed gives the same mask."""
+    import tensorflow as tf
+
+    x = tf.ones((64, 129, 33), dtype)  # an odd element count
+    n = 64 * 129 * 33
+    for rate in (0.1, 0.5):
+        layer = layers.Dropout(rate, seed=7, dtype=dtype)
+        y = tf.cast(layer(x, training=True), tf.float32).numpy()
+        kept = float(np.mean(y > 0))
+        keep = 1 - round(rate * 65536) / 65536
+        assert abs(kept - keep) < 5 * np.sqrt(keep * (1 - keep) / n)
+        assert set(np.unique(y)) <= {0.0, float(tf.cast(1 / keep, dtype))}
+        assert abs(float(np.mean(y)) - 1.0) < 5 * np.sqrt((1 - keep) / keep / n) + 4e-3
+        np.testing.assert_array_equal(layer(x, training=False), x)
+        again = tf.cast(layers.Dropout(rate, seed=7, dtype=dtype)(x, training=True), tf.float32)
+        np.testing.assert_array_equal(again.numpy(), y)
+        other = tf.cast(layer(x, training=True), tf.float32).numpy()  # the next draw
+        assert np.mean((other > 0) != (y > 0)) > rate * (1 - rate)  # independent: 2p(1-p)
