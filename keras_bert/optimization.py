@@ -186,6 +186,23 @@ class _BertOptimizer(keras.optimizers.Optimizer):
         # Before the global norm is taken: a duplicated slice would count k times.
         return super().apply([sum_duplicate_rows(g) for g in grads], trainable_variables)
 
+    def _clip_gradients(self, grads):
+        if (keras.backend.backend() != "tensorflow" or self.clipnorm
+                or not (self.global_clipnorm and self.global_clipnorm > 0)):
+            return super()._clip_gradients(grads)
+        import tensorflow as tf
+
+        # Keras' `clip_by_global_norm` squares every gradient into a temporary, then
+        # sums it; TensorFlow's takes each norm with one fused `L2Loss` op. Same
+        # scale, `clip_norm / max(norm, clip_norm)`, and the same NaN for a
+        # non-finite norm.
+        present = [i for i, g in enumerate(grads) if g is not None]
+        clipped, _ = tf.clip_by_global_norm([grads[i] for i in present], self.global_clipnorm)
+        grads = list(grads)
+        for i, g in zip(present, clipped):
+            grads[i] = g
+        return grads
+
     def build(self, var_list):
         if self.built:
             return
