@@ -12,6 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # name -> module with run() returning a list of result dicts.
 CASES = {
+    "finetune_throughput": "benchmarks.finetune_throughput",
     "encoder_latency": "benchmarks.encoder_latency",
     "serving_bert": "benchmarks.serving_bert",
     "pretrain_throughput": "benchmarks.pretrain_throughput",
@@ -45,7 +46,33 @@ def main(argv=None):
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
-    print(f"wrote {args.out}")
+    table = os.path.splitext(args.out)[0] + ".md"
+    with open(table, "w") as f:
+        f.write(markdown_table(results))
+    print(f"wrote {args.out} and {table}")
+
+
+# Keys that name a case's variant, in the order the table shows them.
+_VARIANT_KEYS = ("config", "model", "precision", "dtype", "jit_compile", "batch", "seq_len")
+# Ratio keys (> 1: ours is better), the first one present is the case's ratio.
+_RATIO_KEYS = ("speedup", "ratio", "throughput_ratio_server_over_keras")
+
+
+def markdown_table(results):
+    """One row per result: the case, its variant, the ratio and the raw figures."""
+    lines = ["| case | variant | ratio (> 1: ours better) | figures |",
+             "| --- | --- | --- | --- |"]
+    for row in results:
+        variant = ", ".join(f"{k} {row[k]}" for k in _VARIANT_KEYS if k in row)
+        ratio = next((row[k] for k in _RATIO_KEYS if k in row), None)
+        figures = ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in row.items()
+            if k not in _VARIANT_KEYS and k not in _RATIO_KEYS and k != "case"
+            and isinstance(v, (int, float)) and not isinstance(v, bool))
+        shown = f"**{ratio:.2f}x**" if isinstance(ratio, (int, float)) else "-"
+        lines.append(f"| {row.get('case', '?')} | {variant} | {shown} | {figures} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
