@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving import batching, model_manager, rest
+from serving import batching, client, model_manager, rest
 from serving.errors import ServingError
 from tests.serving import toy_models
 
@@ -184,6 +184,15 @@ def test_scheduler_queue_full_is_unavailable():
 
 
 # ---- model config and versions -------------------------------------------------
+
+
+@pytest.mark.parametrize("texts", [["hi"], ["h\u00e9llo \u4e16\u754c", ""], [b"raw \xff", "x"], []])
+def test_text_tensor_proto_is_what_make_tensor_proto_builds(texts):
+    # The bytes on the wire must not change: the old path went through tf.constant.
+    expected = tf.make_tensor_proto(tf.constant(texts, tf.string))
+    assert client.text_tensor_proto(texts).SerializeToString() == expected.SerializeToString()
+    with pytest.raises(TypeError, match="'text_b' element 1: expected str or bytes, got int"):
+        client.text_tensor_proto(["ok", 3], "text_b")
 
 
 def test_parse_model_config():
