@@ -471,3 +471,43 @@ def test_qa_export_answers_from_the_third_window_at_whole_context_offsets(vocab,
            for i in range(2)]
     assert got == [want, ("red", 4, 7)]
     assert float(out["score"][0]) == pytest.approx(16.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("task", ["classification", "fill_mask"])
+def test_frozen_weights_export_equals_the_variables_export(exported, vocab, tmp_path, task):
+    """The default export keeps its weights as graph constants: no variables, each
+    weight stored once (about the size of the variables export), and the variables
+    export's outputs on every signature (labels, ids and tokens exactly, scores to
+    float rounding)."""
+    model, frozen = exported[task]
+    labels = ["neg", "neutral", "pos"] if task == "classification" else None
+    plain = export.export_saved_model(model, str(tmp_path), task, vocab, max_seq_length=MAX_LEN,
+                                      labels=labels, freeze_weights=False)
+
+    def size(path):
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path)
+                   for f in files)
+
+    loaded = {"frozen": tf.saved_model.load(frozen.path), "plain": tf.saved_model.load(plain.path)}
+    variables = {k: os.listdir(os.path.join(p.path, "variables")) if os.path.isdir(
+        os.path.join(p.path, "variables")) else [] for k, p in (("frozen", frozen), ("plain", plain))}
+    from tensorflow.python.training import py_checkpoint_reader
+
+    def weights(result):
+        reader = py_checkpoint_reader.NewCheckpointReader(
+            os.path.join(result.path, "variables", "variables"))
+        return sum(1 for name in reader.get_variable_to_shape_map() if "VARIABLE_VALUE" in name)
+
+    assert variables["plain"] and weights(plain) >= len(model.weights)
+    assert weights(frozen) == 0
+    assert size(frozen.path) < 1.2 * size(plain.path)
+    texts = ["The [MASK] brown fox.", "Café naïve résumé"] if task == "fill_mask" else TEXTS
+    for name in ("serving_default", "embed"):
+        a, b = (loaded[k].signatures[name](text=tf.constant(texts)) for k in ("frozen", "plain"))
+        assert sorted(a) == sorted(b)
+        for key in a:
+            x, y = a[key].numpy(), b[key].numpy()
+            if x.dtype.kind == "f":  # oneDNN may sum a constant weight in another order
+                np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=f"{name}/{key}")
+            else:
+                np.testing.assert_array_equal(x, y, err_msg=f"{name}/{key}")
