@@ -4,11 +4,14 @@ BERT-base (random weights, identical in both), seq 128, batch 1 and 32, float32 
 bfloat16 (ours: the encoder built with `dtype="bfloat16"`, weights held in bfloat16 as
 an inference deployment would (`mixed_bfloat16`, the training policy, re-casts every
 float32 weight per call and is also reported); peer: `torch.autocast("cpu",
-torch.bfloat16)`). Both run in this one
-process, alternating, with the same thread count. Prints a table and ratios
-(peer time / our time: > 1 means we are faster).
+torch.bfloat16)`). Ours is timed with variables and frozen (weights as graph
+constants, what a default export serves). Two harnesses: both frameworks in one
+process, alternating, with the same thread count; and each framework in its own
+process (their thread pools then never compete). Prints a table and ratios (peer
+time / our time: > 1 means we are faster).
 
-    python -m benchmarks.encoder_latency [--model base] [--repeats 5] [--json OUT]
+    python -m benchmarks.encoder_latency [--model base] [--repeats 5]
+        [--harness both|one_process|own_processes] [--json OUT]
 """
 
 import argparse
@@ -31,61 +34,156 @@ def _time(fn, repeats, warmup=2):
     return statistics.median(times)
 
 
+def _ours_forwards(config, dtypes, frozen_too=True, state=None):
+    """{(dtype, "variables"|"frozen"): forward(x)} for our encoder.
+
+    "frozen" is the function a default export serves (`export.freeze_model`).
+    """
+    import tensorflow as tf
+
+    from keras_bert import checkpoints, export
+
+    forwards = {}
+    for dtype in dtypes:
+        encoder = checkpoints.build_model(config, "encoder", dtype=dtype)
+        if state is not None:
+            checkpoints.assign_weights(encoder, {checkpoints.normalize_hf_name(k): v
+                                                 for k, v in state.items()})
+
+        @tf.function(jit_compile=False, reduce_retracing=True)
+        def forward(x, encoder=encoder):
+            return encoder(x, training=False)["sequence_output"]
+
+        forwards[(dtype, "variables")] = lambda x, f=forward: f(x).numpy()
+        if frozen_too:
+            frozen = export.freeze_model(encoder)
+            forwards[(dtype, "frozen")] = (
+                lambda x, f=frozen: f(x)["encoder"]["sequence_output"].numpy())
+    return forwards
+
+
+def _inputs(config, batch, seq_len):
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, config.vocab_size, (batch, seq_len)).astype("int32")
+    return ids
+
+
+def _peer_forward(hf_model, dtype):
+    import torch
+
+    def forward(ids):
+        tids = torch.tensor(ids, dtype=torch.long)
+        with torch.inference_mode(), torch.autocast(
+                "cpu", dtype=torch.bfloat16, enabled=dtype != "float32"):
+            hf_model(input_ids=tids, attention_mask=torch.ones_like(tids))
+    return forward
+
+
+def _row(config_name, dtype, weights, batch, seq_len, t_ours, t_peer, peer, harness):
+    row = {"case": "encoder_forward", "config": config_name, "dtype": dtype, "weights": weights,
+           "harness": harness, "batch": batch, "seq_len": seq_len, "ours_ms": 1e3 * t_ours,
+           "peer_ms": 1e3 * t_peer, "peer": peer, "speedup": t_peer / t_ours}
+    print(f"{config_name:>5} {dtype:>14} {weights:>9} batch {batch:>3} seq {seq_len} "
+          f"[{harness}]: ours {row['ours_ms']:8.1f} ms | HF/PyTorch {row['peer_ms']:8.1f} ms | "
+          f"ratio (peer/ours) {row['speedup']:.2f}x", flush=True)
+    return row
+
+
 def run(config_name="base", seq_len=128, batches=(1, 32), repeats=5,
-        dtypes=("float32", "bfloat16", "mixed_bfloat16")):
+        dtypes=("float32", "bfloat16", "mixed_bfloat16"), separate=True):
+    """Both harnesses by default: one process alternating the two frameworks, then
+    each framework in its own process (`separate`)."""
+    results = _same_process(config_name, seq_len, batches, repeats, dtypes)
+    if separate:
+        results += _separate_processes(config_name, seq_len, batches, repeats, dtypes)
+    return results
+
+
+def _same_process(config_name, seq_len, batches, repeats, dtypes):
     import tensorflow as tf
     import torch
     import transformers
 
-    from keras_bert import checkpoints
     from keras_bert.config import BertConfig
 
-    threads = os.cpu_count()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(os.cpu_count())
     config = BertConfig.preset(config_name)
     hf_model = transformers.BertModel(transformers.BertConfig(**{
         k: v for k, v in config.to_dict().items() if k != "do_lower_case"})).eval()
     state = {"bert." + k: v.detach().numpy() for k, v in hf_model.state_dict().items()
              if not k.endswith("position_ids")}
-
+    peer = f"transformers {transformers.__version__} / torch {torch.__version__}"
+    forwards = _ours_forwards(config, dtypes, state=state)
     results = []
-    for dtype in dtypes:
-        policy = dtype
-        encoder = checkpoints.build_model(config, "encoder", dtype=policy)
-        checkpoints.assign_weights(encoder, {checkpoints.normalize_hf_name(k): v
-                                             for k, v in state.items()})
-
-        @tf.function(jit_compile=False, reduce_retracing=True)
-        def forward(x):
-            return encoder(x, training=False)["sequence_output"]
-
+    for (dtype, weights), ours in forwards.items():
         for batch in batches:
-            rng = np.random.default_rng(0)
-            ids = rng.integers(1000, config.vocab_size, (batch, seq_len)).astype("int32")
+            ids = _inputs(config, batch, seq_len)
             x = {"input_ids": tf.constant(ids), "segment_ids": tf.zeros_like(ids),
                  "input_mask": tf.ones_like(ids)}
-            tids = torch.tensor(ids, dtype=torch.long)
-            tmask = torch.ones_like(tids)
-
-            def ours():
-                forward(x).numpy()
-
-            def peer():
-                with torch.inference_mode(), torch.autocast(
-                        "cpu", dtype=torch.bfloat16, enabled=dtype != "float32"):
-                    hf_model(input_ids=tids, attention_mask=tmask)
-
             n = repeats if batch <= 8 else max(2, repeats // 2)
-            t_ours = _time(ours, n)
-            t_peer = _time(peer, n)
-            row = {"case": "encoder_forward", "config": config_name, "dtype": dtype,
-                   "batch": batch, "seq_len": seq_len, "ours_ms": 1e3 * t_ours,
-                   "peer_ms": 1e3 * t_peer, "peer": f"transformers {transformers.__version__} "
-                   f"/ torch {torch.__version__}", "speedup": t_peer / t_ours}
-            results.append(row)
-            print(f"{config_name:>5} {dtype:>14} batch {batch:>3} seq {seq_len}: ours "
-                  f"{row['ours_ms']:8.1f} ms | HF/PyTorch {row['peer_ms']:8.1f} ms | "
-                  f"ratio (peer/ours) {row['speedup']:.2f}x", flush=True)
+            t_ours = _time(lambda: ours(x), n)
+            t_peer = _time(lambda: _peer_forward(hf_model, dtype)(ids), n)
+            results.append(_row(config_name, dtype, weights, batch, seq_len, t_ours, t_peer,
+                                peer, "one process"))
+    return results
+
+
+def _worker(side, config_name, seq_len, batches, repeats, dtypes):
+    """One framework's median times, in this process: {"dtype/weights/batch": seconds}."""
+    from keras_bert.config import BertConfig
+
+    config = BertConfig.preset(config_name)
+    times = {}
+    if side == "peer":
+        import torch
+        import transformers
+
+        torch.set_num_threads(os.cpu_count())
+        torch.manual_seed(0)
+        hf_model = transformers.BertModel(transformers.BertConfig(**{
+            k: v for k, v in config.to_dict().items() if k != "do_lower_case"})).eval()
+        times["peer"] = f"transformers {transformers.__version__} / torch {torch.__version__}"
+        for dtype in dtypes:
+            forward = _peer_forward(hf_model, dtype)
+            for batch in batches:
+                n = repeats if batch <= 8 else max(2, repeats // 2)
+                ids = _inputs(config, batch, seq_len)
+                times[f"{dtype}/-/{batch}"] = _time(lambda: forward(ids), n)
+        return times
+    import tensorflow as tf
+
+    for (dtype, weights), forward in _ours_forwards(config, dtypes).items():
+        for batch in batches:
+            n = repeats if batch <= 8 else max(2, repeats // 2)
+            ids = _inputs(config, batch, seq_len)
+            x = {"input_ids": tf.constant(ids), "segment_ids": tf.zeros_like(ids),
+                 "input_mask": tf.ones_like(ids)}
+            times[f"{dtype}/{weights}/{batch}"] = _time(lambda: forward(x), n)
+    return times
+
+
+def _separate_processes(config_name, seq_len, batches, repeats, dtypes):
+    import subprocess
+    import sys
+
+    def spawn(side):
+        command = [sys.executable, "-m", "benchmarks.encoder_latency", "--worker", side,
+                   "--model", config_name, "--seq_len", str(seq_len), "--repeats", str(repeats),
+                   "--batches", *map(str, batches), "--dtypes", *dtypes]
+        done = subprocess.run(command, capture_output=True, text=True,
+                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        lines = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
+        if done.returncode or not lines:
+            raise RuntimeError(f"encoder_latency {side} worker failed:\n{done.stderr[-3000:]}")
+        return json.loads(lines[-1][len("RESULT "):])
+
+    ours, peer = spawn("ours"), spawn("peer")
+    results = []
+    for key, t_ours in ours.items():
+        dtype, weights, batch = key.split("/")
+        t_peer = peer[f"{dtype}/-/{batch}"]
+        results.append(_row(config_name, dtype, weights, int(batch), seq_len, t_ours, t_peer,
+                            peer["peer"], "own processes"))
     return results
 
 
@@ -95,9 +193,24 @@ def main(argv=None):
     parser.add_argument("--model", default="base", help="BertConfig preset.")
     parser.add_argument("--seq_len", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16", "mixed_bfloat16"])
+    parser.add_argument("--harness", choices=["both", "one_process", "own_processes"],
+                        default="both")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--worker", choices=["ours", "peer"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    results = run(args.model, args.seq_len, repeats=args.repeats)
+    if args.worker:
+        times = _worker(args.worker, args.model, args.seq_len, args.batches, args.repeats,
+                        args.dtypes)
+        print("RESULT " + json.dumps(times), flush=True)
+        return
+    if args.harness == "own_processes":
+        results = _separate_processes(args.model, args.seq_len, args.batches, args.repeats,
+                                      args.dtypes)
+    else:
+        results = run(args.model, args.seq_len, args.batches, args.repeats, args.dtypes,
+                      separate=args.harness == "both")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
