@@ -36,6 +36,8 @@ import time
 
 import numpy as np
 
+from benchmarks.pretrain_throughput import torch_adamw
+
 # MiniLM-L6-H384 (e.g. all-MiniLM-L6-v2, the size the issue measured).
 MODEL = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
              intermediate_size=1536, max_position_embeddings=512, type_vocab_size=2)
@@ -139,13 +141,7 @@ def peer(precision, examples, batch, seq, epochs):
     ids, mask, segments, labels = synthetic_examples(examples, seq)
     config = transformers.BertConfig(**MODEL, num_labels=NUM_CLASSES)
     model = transformers.BertForSequenceClassification(config).train()
-    no_decay = ("bias", "LayerNorm.weight")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
-         "weight_decay": 0.01},
-        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)],
-         "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=LEARNING_RATE, eps=1e-6)
+    optimizer = torch_adamw(model, LEARNING_RATE)
     steps = -(-examples // batch)
     total = steps * (epochs + 1)
     scheduler = transformers.get_linear_schedule_with_warmup(

@@ -71,6 +71,20 @@ def _ours(config, data, warmup, precision, jit):
     return train
 
 
+def torch_adamw(model, learning_rate, weight_decay=0.01):
+    """`torch.optim.AdamW` as Hugging Face fine-tunes BERT: no decay for biases and
+    LayerNorm weights, epsilon 1e-6 (the peer of our `create_optimizer("adamw")`)."""
+    import torch
+
+    no_decay = ("bias", "LayerNorm.weight")
+    named = list(model.named_parameters())
+    groups = [{"params": [p for n, p in named if not any(k in n for k in no_decay)],
+               "weight_decay": weight_decay},
+              {"params": [p for n, p in named if any(k in n for k in no_decay)],
+               "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=learning_rate, eps=1e-6)
+
+
 def _peer(config, data, warmup, precision, gathered):
     """Builds and warms up the peer's training step; returns `train(steps)`."""
     import torch
@@ -81,13 +95,7 @@ def _peer(config, data, warmup, precision, gathered):
     hf_config = transformers.BertConfig(**{k: v for k, v in config.to_dict().items()
                                            if k != "do_lower_case"})
     model = transformers.BertForPreTraining(hf_config).train()
-    no_decay = ("bias", "LayerNorm.weight")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
-         "weight_decay": 0.01},
-        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)],
-         "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=1e-4, eps=1e-6)
+    optimizer = torch_adamw(model, 1e-4)
     ids = torch.tensor(masked, dtype=torch.long)
     token_type = torch.tensor(segments, dtype=torch.long)
     mask = torch.ones_like(ids)
