@@ -146,7 +146,10 @@ def freeze_model(model, with_positions=False):
         return {"model": model(inputs, training=False),
                 "encoder": encoder(encoder_inputs, training=False)}
 
-    traced = tf.function(both).get_concrete_function(spec)
+    from keras_bert import layers
+
+    with layers.inference_graph():  # no custom-gradient ops in a serving graph
+        traced = tf.function(both).get_concrete_function(spec)
     frozen = convert_to_constants.convert_variables_to_constants_v2(traced)
     structure = traced.structured_outputs
 
@@ -730,11 +733,7 @@ def export_saved_model(model, base_path, model_name, vocab_path, do_lower_case=N
         staging = os.path.join(tmp, "export")
         partial = os.path.join(model_base_path, f".tmp-{version}")
         try:
-            # Serving takes no gradients; a frozen graph's custom gradients (GELU's)
-            # cannot be saved, so they are left out.
-            tf.saved_model.save(module, staging, signatures=signatures,
-                                options=tf.saved_model.SaveOptions(
-                                    experimental_custom_gradients=not freeze_weights))
+            tf.saved_model.save(module, staging, signatures=signatures)
             methods = {"classify": CLASSIFY_METHOD, "regress": REGRESS_METHOD}
             _set_method_names(staging, methods)
             if warmup_texts is None:

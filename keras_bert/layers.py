@@ -4,7 +4,9 @@ Every layer keeps one attribute per constructor argument, round-trips through
 `get_config()`, forwards `**kwargs` and is registered for serialization.
 """
 
+import contextlib
 import math
+import threading
 
 import keras
 from keras import ops
@@ -25,7 +27,30 @@ _SQRT_HALF = 0.7071067811865476
 _INV_SQRT_2PI = 0.3989422804014327
 
 
-@ops.custom_gradient
+_INFERENCE = threading.local()
+
+
+@contextlib.contextmanager
+def inference_graph():
+    """Within it, layers trace without training-only parts (GELU's custom gradient).
+
+    A graph traced here (e.g. for a frozen export) has no custom-gradient ops, so
+    loading it never warns that their gradients were not saved.
+    """
+    previous = getattr(_INFERENCE, "on", False)
+    _INFERENCE.on = True
+    try:
+        yield
+    finally:
+        _INFERENCE.on = previous
+
+
+def _gelu_cdf(x):
+    compute = "float64" if keras.backend.standardize_dtype(x.dtype) == "float64" else "float32"
+    x32 = ops.cast(x, compute)
+    return x32, 0.5 * ops.erfc(x32 * -_SQRT_HALF)
+
+
 def gelu(x):
     """Exact GELU, `x * Phi(x)`, computed in float32 whatever the input's dtype.
 
@@ -36,15 +61,21 @@ def gelu(x):
     computed in float32 (TensorFlow's bfloat16 erf is scalar code, 2.5x slower than
     the float32 one) and rounded once at the end.
     """
-    compute = "float64" if keras.backend.standardize_dtype(x.dtype) == "float64" else "float32"
-    x32 = ops.cast(x, compute)
-    cdf = 0.5 * ops.erfc(x32 * -_SQRT_HALF)
+    if getattr(_INFERENCE, "on", False):
+        x32, cdf = _gelu_cdf(x)
+        return ops.cast(x32 * cdf, x.dtype)
+    return _gelu_with_gradient(x)
+
+
+@ops.custom_gradient
+def _gelu_with_gradient(x):
+    x32, cdf = _gelu_cdf(x)
 
     def grad(*args, upstream=None):
         if upstream is None:
             (upstream,) = args
         pdf = ops.exp(-0.5 * ops.square(x32)) * _INV_SQRT_2PI
-        return ops.cast(ops.cast(upstream, compute) * (cdf + x32 * pdf), x.dtype)
+        return ops.cast(ops.cast(upstream, x32.dtype) * (cdf + x32 * pdf), x.dtype)
 
     return ops.cast(x32 * cdf, x.dtype), grad
 
