@@ -98,21 +98,14 @@ def ours(precision, examples, batch, seq, epochs, jit_compile=False, steps_per_e
     import tensorflow as tf
 
     from keras_bert import checkpoints, data, features, optimization
+    from keras_bert import precision as precision_lib
     from keras_bert.config import BertConfig
 
     tf.config.threading.set_intra_op_parallelism_threads(os.cpu_count())
     keras.utils.set_random_seed(0)
     ids, mask, segments, labels = synthetic_examples(examples, seq)
-    folder = tempfile.mkdtemp(prefix="finetune_bench_")
-    path = os.path.join(folder, "train.tfrecord")
-    with tf.io.TFRecordWriter(path) as writer:
-        for i in range(examples):
-            writer.write(features.serialize_example({
-                features.INPUT_IDS: ids[i].tolist(), features.INPUT_MASK: mask[i].tolist(),
-                features.SEGMENT_IDS: segments[i].tolist(),
-                features.LABEL_IDS: [int(labels[i])]}))
     config = BertConfig(**MODEL)
-    policy = "mixed_bfloat16" if precision == "bfloat16" else None
+    policy = precision_lib.dtype_policy("bfloat16" if precision == "bfloat16" else "none")
     model = checkpoints.build_model(config, "classifier", dtype=policy, num_classes=NUM_CLASSES)
     steps = -(-examples // batch)
     total = steps * (epochs + 1)
@@ -122,14 +115,21 @@ def ours(precision, examples, batch, seq, epochs, jit_compile=False, steps_per_e
     model.compile(optimizer=optimizer, jit_compile=jit_compile,
                   steps_per_execution=steps_per_execution,
                   loss={"logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)})
-    ds = data.task_dataset(path, "classification", seq, batch, is_training=True, seed=0,
-                           num_records=examples)
+    with tempfile.TemporaryDirectory(prefix="finetune_bench_") as folder:
+        path = os.path.join(folder, "train.tfrecord")
+        with tf.io.TFRecordWriter(path) as writer:
+            for i in range(examples):
+                writer.write(features.serialize_example({
+                    features.INPUT_IDS: ids[i].tolist(), features.INPUT_MASK: mask[i].tolist(),
+                    features.SEGMENT_IDS: segments[i].tolist(),
+                    features.LABEL_IDS: [int(labels[i])]}))
+        ds = data.task_dataset(path, "classification", seq, batch, is_training=True, seed=0,
+                               num_records=examples)
 
-    def train_epoch():
-        model.fit(ds, epochs=1, verbose=0, shuffle=False)
+        def train_epoch():
+            model.fit(ds, epochs=1, verbose=0, shuffle=False)
 
-    return _timed_epochs(train_epoch, epochs, steps * batch if examples % batch == 0
-                         else examples)
+        return _timed_epochs(train_epoch, epochs, examples)
 
 
 def peer(precision, examples, batch, seq, epochs):

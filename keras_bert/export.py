@@ -122,9 +122,9 @@ def freeze_model(model, with_positions=False):
     layout once and keeps it; a variable's it reorders on every call. Frozen, a
     BERT forward pass is 14-18% faster on CPU (BERT-base, seq 128, batch 1 and 32,
     float32 and bfloat16) with the same outputs (to float rounding: oneDNN may sum a
-    constant weight in another order). Both outputs come from one
-    function so that each weight is stored once; a caller that uses one of them
-    gets the other pruned from its graph.
+    constant weight in another order). Both outputs come from one function so that
+    each weight is stored once; a caller that uses one of them gets the other pruned
+    from its graph.
 
     Args:
         model: a Keras BERT task model (or encoder) taking the encoder inputs.
@@ -251,11 +251,11 @@ class BertServingModule(tf.Module):
         self.allow_no_answer = bool(allow_no_answer)
         self.null_score_threshold = float(null_score_threshold)
         self.freeze_weights = bool(freeze_weights)
+        encoder = _encoder_of(model)
         if self.freeze_weights:
-            # Only the frozen function is saved: the Keras model stays out of the
-            # module's tracked state (behind a closure), or its variables would be too.
+            # Only the frozen function is saved: the Keras model is not an attribute of
+            # the module, or its variables would be saved too.
             frozen = freeze_model(model, with_positions=self.outputs == "fill_mask")
-            self._keras_model = lambda: model
             self._run_model = lambda inputs: frozen(inputs)["model"]
             self._run_encoder = lambda inputs: frozen(
                 {**inputs, **({features.MASKED_LM_POSITIONS: tf.zeros_like(
@@ -263,10 +263,9 @@ class BertServingModule(tf.Module):
             )["encoder"]
         else:
             self.model = model
-            self.encoder = _encoder_of(model)
+            self.encoder = encoder
             self._run_model = lambda inputs: self.model(inputs, training=False)
             self._run_encoder = lambda inputs: self.encoder(inputs, training=False)
-        encoder = _encoder_of(model)
         self.max_seq_length = int(max_seq_length)
         if self.max_seq_length > encoder.max_position_embeddings:
             raise ExportError(f"max_seq_length {max_seq_length} exceeds the model's "
@@ -697,9 +696,9 @@ def export_saved_model(model, base_path, model_name, vocab_path, do_lower_case=N
             on CPUs with AMX/AVX512-BF16, ~3 significant digits). Defaults to None (as is).
         freeze_weights: store the weights as graph constants instead of variables
             (`freeze_model`): the same outputs (to float rounding) and SavedModel
-            size, and a 14-18% faster
-            forward pass on CPU. Models whose weights exceed `FREEZE_LIMIT_BYTES`
-            (protocol buffers' 2 GB cap) keep variables. Defaults to True.
+            size, and a 14-18% faster forward pass on CPU. Models whose weights
+            exceed `FREEZE_LIMIT_BYTES` (protocol buffers' 2 GB cap) keep variables.
+            Defaults to True.
 
     Returns:
         An `ExportResult` (path, version, task or export kind, signature names).

@@ -195,13 +195,9 @@ class _BertOptimizer(keras.optimizers.Optimizer):
         # Keras' `clip_by_global_norm` squares every gradient into a temporary, then
         # sums it; TensorFlow's takes each norm with one fused `L2Loss` op. Same
         # scale, `clip_norm / max(norm, clip_norm)`, and the same NaN for a
-        # non-finite norm.
-        present = [i for i, g in enumerate(grads) if g is not None]
-        clipped, _ = tf.clip_by_global_norm([grads[i] for i in present], self.global_clipnorm)
-        grads = list(grads)
-        for i, g in zip(present, clipped):
-            grads[i] = g
-        return grads
+        # non-finite norm. Missing (None) gradients stay None.
+        clipped, _ = tf.clip_by_global_norm(list(grads), self.global_clipnorm)
+        return clipped
 
     def build(self, var_list):
         if self.built:
