@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from benchmarks import workers
+
 
 def _time(fn, repeats, warmup=2):
     for _ in range(warmup):
@@ -34,7 +36,7 @@ def _time(fn, repeats, warmup=2):
     return statistics.median(times)
 
 
-def _ours_forwards(config, dtypes, frozen_too=True, state=None):
+def _ours_forwards(config, dtypes, state=None):
     """{(dtype, "variables"|"frozen"): forward(x)} for our encoder.
 
     "frozen" is the function a default export serves (`export.freeze_model`).
@@ -55,10 +57,9 @@ def _ours_forwards(config, dtypes, frozen_too=True, state=None):
             return encoder(x, training=False)["sequence_output"]
 
         forwards[(dtype, "variables")] = lambda x, f=forward: f(x).numpy()
-        if frozen_too:
-            frozen = export.freeze_model(encoder)
-            forwards[(dtype, "frozen")] = (
-                lambda x, f=frozen: f(x)["encoder"]["sequence_output"].numpy())
+        frozen = export.freeze_model(encoder)
+        forwards[(dtype, "frozen")] = (
+            lambda x, f=frozen: f(x)["encoder"]["sequence_output"].numpy())
     return forwards
 
 
@@ -163,19 +164,12 @@ def _worker(side, config_name, seq_len, batches, repeats, dtypes):
 
 
 def _separate_processes(config_name, seq_len, batches, repeats, dtypes):
-    import subprocess
-    import sys
-
     def spawn(side):
-        command = [sys.executable, "-m", "benchmarks.encoder_latency", "--worker", side,
-                   "--model", config_name, "--seq_len", str(seq_len), "--repeats", str(repeats),
-                   "--batches", *map(str, batches), "--dtypes", *dtypes]
-        done = subprocess.run(command, capture_output=True, text=True,
-                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-        lines = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
-        if done.returncode or not lines:
-            raise RuntimeError(f"encoder_latency {side} worker failed:\n{done.stderr[-3000:]}")
-        return json.loads(lines[-1][len("RESULT "):])
+        return workers.run_worker(
+            "benchmarks.encoder_latency",
+            ["--worker", side, "--model", config_name, "--seq_len", str(seq_len),
+             "--repeats", str(repeats), "--batches", *map(str, batches), "--dtypes", *dtypes],
+            f"encoder_latency {side}")
 
     ours, peer = spawn("ours"), spawn("peer")
     results = []
@@ -203,7 +197,7 @@ def main(argv=None):
     if args.worker:
         times = _worker(args.worker, args.model, args.seq_len, args.batches, args.repeats,
                         args.dtypes)
-        print("RESULT " + json.dumps(times), flush=True)
+        workers.report(times)
         return
     if args.harness == "own_processes":
         results = _separate_processes(args.model, args.seq_len, args.batches, args.repeats,

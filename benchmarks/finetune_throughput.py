@@ -29,13 +29,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
 
+from benchmarks import workers
 from benchmarks.pretrain_throughput import torch_adamw
 
 # MiniLM-L6-H384 (e.g. all-MiniLM-L6-v2, the size the issue measured).
@@ -174,7 +173,7 @@ def _worker(args):
                     **kwargs)
     else:
         rows = peer(**kwargs)
-    print("RESULT " + json.dumps(rows), flush=True)
+    workers.report(rows)
 
 
 def _quiet(rows, limit=QUIET_OTHER_CPU):
@@ -189,19 +188,12 @@ def _quiet(rows, limit=QUIET_OTHER_CPU):
 
 
 def _spawn(side, precision, args):
-    command = [sys.executable, "-m", "benchmarks.finetune_throughput", "--worker", side,
-               "--precision", precision, "--examples", str(args.examples), "--batch",
-               str(args.batch), "--seq", str(args.seq), "--epochs", str(args.epochs),
-               "--steps_per_execution", str(args.steps_per_execution)]
+    argv = ["--worker", side, "--precision", precision, "--examples", str(args.examples),
+            "--batch", str(args.batch), "--seq", str(args.seq), "--epochs", str(args.epochs),
+            "--steps_per_execution", str(args.steps_per_execution)]
     if args.jit_compile:
-        command.append("--jit_compile")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode or not lines:
-        raise RuntimeError(f"{side} {precision} worker failed (exit {done.returncode}):\n"
-                           f"{done.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+        argv.append("--jit_compile")
+    return workers.run_worker("benchmarks.finetune_throughput", argv, f"{side} {precision}")
 
 
 def run(precisions=("float32", "bfloat16"), examples=256, batch=32, seq=64, epochs=4,
