@@ -13,7 +13,8 @@ weight decay, linear warm-up and decay, gradient clipping at global norm 1.0.
   the same batches; bfloat16 through `torch.autocast("cpu", torch.bfloat16)`.
 
 Both sides get the same synthetic examples (random word pieces, lengths 16..64, the
-rest padding) and 2 intra-op threads (the machine's cores). Each side runs in a fresh
+rest padding; each batch cut to its longest sequence, rounded up to 8, as
+`data.task_dataset` does) and 2 intra-op threads (the machine's cores). Each side runs in a fresh
 process so the two frameworks' thread pools never compete; the sides alternate,
 `--repeats` times, and every rate is one epoch's train examples per second after a
 warm-up epoch (tracing, allocator warm-up) that is not timed. Epochs during which
@@ -30,7 +31,6 @@ import json
 import os
 import statistics
 import tempfile
-import time
 
 import numpy as np
 
@@ -61,34 +61,14 @@ def synthetic_examples(n, seq, seed=0):
     return ids, mask, np.zeros_like(ids), labels
 
 
-def _cpu_seconds():
-    times = os.times()
-    return times.user + times.system
-
-
-def _other_cpu(start_total, start_self, wall):
-    """Share of the machine's CPU used by other processes during `wall` seconds."""
-    used = (_machine_busy() - start_total) - (_cpu_seconds() - start_self)
-    return max(0.0, used / (wall * os.cpu_count()))
-
-
-def _machine_busy():
-    """CPU-seconds every process on the machine has used (from /proc/stat)."""
-    with open("/proc/stat") as f:
-        fields = [float(v) for v in f.readline().split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
 def _timed_epochs(train_epoch, epochs, examples):
     """Runs one untimed warm-up epoch, then `epochs` timed ones; returns per-epoch rows."""
     train_epoch()
     rows = []
     for _ in range(epochs):
-        machine, own, start = _machine_busy(), _cpu_seconds(), time.perf_counter()
-        train_epoch()
-        wall = time.perf_counter() - start
-        rows.append({"examples_per_s": examples / wall, "seconds": wall,
-                     "other_cpu": _other_cpu(machine, own, wall)})
+        row = workers.timed(train_epoch, examples)
+        rows.append({"examples_per_s": row["rate"], "seconds": row["seconds"],
+                     "other_cpu": row["other_cpu"]})
     return rows
 
 
@@ -153,6 +133,10 @@ def peer(precision, examples, batch, seq, epochs):
         for start in range(0, examples, batch):
             index = order[start:start + batch]
             b_ids, b_mask, b_seg, b_labels = (t[index] for t in tensors)
+            # The padding no sequence of the batch uses is dropped, as ours does
+            # (`data.trim_padding`: the longest length rounded up to 8).
+            keep = min(seq, -(-int(b_mask.sum(1).max()) // 8) * 8)
+            b_ids, b_mask, b_seg = b_ids[:, :keep], b_mask[:, :keep], b_seg[:, :keep]
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
                 loss = model(input_ids=b_ids, attention_mask=b_mask, token_type_ids=b_seg,
@@ -174,17 +158,6 @@ def _worker(args):
     else:
         rows = peer(**kwargs)
     workers.report(rows)
-
-
-def _quiet(rows, limit=QUIET_OTHER_CPU):
-    """The epochs during which other processes used at most `limit` of the CPU.
-
-    On a shared machine a busy neighbour halves a 2-core run's speed; counting
-    only quiet epochs (or all of them, when none was quiet) keeps both sides
-    comparable. The report says how many epochs counted.
-    """
-    quiet = [r for r in rows if r["other_cpu"] <= limit]
-    return quiet or rows
 
 
 def _spawn(side, precision, args):
@@ -210,9 +183,10 @@ def run(precisions=("float32", "bfloat16"), examples=256, batch=32, seq=64, epoc
         for _ in range(repeats):
             for side in ("ours", "peer"):
                 epochs_of[side] += _spawn(side, precision, args)
-        rates = {side: [r["examples_per_s"] for r in _quiet(rows)]
+        rates = {side: [r["examples_per_s"] for r in workers.quiet(rows, QUIET_OTHER_CPU)]
                  for side, rows in epochs_of.items()}
-        other = [r["other_cpu"] for rows in epochs_of.values() for r in _quiet(rows)]
+        other = [r["other_cpu"] for rows in epochs_of.values()
+                 for r in workers.quiet(rows, QUIET_OTHER_CPU)]
         ours_rate, peer_rate = (statistics.median(rates[s]) for s in ("ours", "peer"))
         row = {"case": "finetune_classifier", "model": "L6_H384_A12 vocab 30522",
                "precision": precision, "batch": batch, "seq_len": seq,

@@ -4,11 +4,16 @@ Same config, batch, sequence length and masked positions for both; synthetic
 batches; a full training step each (forward, MLM + NSP loss, backward, AdamW with
 weight decay and global-norm clipping 1.0). Ours: `BertPretrainingModel` +
 `optimization.AdamWeightDecay`, run by `model.fit` on a repeated tf.data batch, in
-float32 and Keras `mixed_bfloat16`, each with and without XLA (`jit_compile`). Peer:
+float32 and Keras `mixed_bfloat16`, and with XLA (`jit_compile`) on request (`--jit`). Peer:
 `transformers.BertForPreTraining` + `torch.optim.AdamW`, float32 and
-`torch.autocast("cpu", torch.bfloat16)`. Both run in this one process with the same
-thread count. The first steps (tracing, compilation, allocator warm-up) are not timed;
-the variants are timed in turn, `--repeats` times, and each keeps its best rate.
+`torch.autocast("cpu", torch.bfloat16)`. Every variant runs in its own fresh process
+(PyTorch's and TensorFlow's thread pools would otherwise compete for the same cores)
+with the machine's core count as its thread count; the variants alternate,
+`--repeats` processes each. In a process the first steps (tracing, compilation,
+allocator warm-up) are not timed, then `--chunks` chunks of `--steps` steps are; a
+chunk counts only if other processes used at most 5% of the CPU meanwhile (or all
+count, when none was quiet), and each variant reports the median and range of its
+counted chunks.
 
 One structural difference: ours computes MLM logits only at the
 `max_predictions_per_seq` masked positions (as the original `run_pretraining.py`);
@@ -21,15 +26,17 @@ comparison.
 Prints sequences/s and ratios (ours / peer: > 1 means we train faster).
 
     python -m benchmarks.pretrain_throughput [--model L4_H256] [--batch 16] [--seq 128]
-        [--steps 10] [--repeats 3] [--json OUT]
+        [--steps 10] [--chunks 3] [--repeats 2] [--precisions float32 bfloat16] [--json OUT]
 """
 
 import argparse
 import json
 import os
-import time
+import statistics
 
 import numpy as np
+
+from benchmarks import workers
 
 
 def _batch(config, batch, seq, preds, seed=0):
@@ -63,6 +70,11 @@ def _ours(config, data, warmup, precision, jit):
     y = {"masked_lm_ids": labels, "masked_lm_weights": np.ones(labels.shape, "float32"),
          "next_sentence_labels": nsp}
     ds = tf.data.Dataset.from_tensors((x, y)).repeat().prefetch(2)
+    options = tf.data.Options()
+    # `model.fit` makes a new iterator per call; tearing down an autotuned one can
+    # stall the next call by seconds (as `data.task_dataset` notes).
+    options.autotune.enabled = False
+    ds = ds.with_options(options)
 
     def train(steps):
         model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
@@ -135,54 +147,82 @@ def _peer(config, data, warmup, precision, gathered):
     return train
 
 
-def _best_rate(train, steps, batch):
-    start = time.perf_counter()
-    train(steps)
-    return steps * batch / (time.perf_counter() - start)
+VARIANTS = ("ours", "ours_jit", "hf", "hf_gathered")
+
+
+def _worker(args):
+    """One variant in this process: warm-up, then `chunks` timed chunks of `steps` steps."""
+    from keras_bert.config import BertConfig
+
+    config = BertConfig.preset(args.model)
+    data = _batch(config, args.batch, args.seq, args.max_predictions)
+    if args.worker.startswith("ours"):
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(os.cpu_count())
+        train = _ours(config, data, args.warmup, args.precision, jit=args.worker == "ours_jit")
+    else:
+        import torch
+
+        torch.set_num_threads(os.cpu_count())
+        train = _peer(config, data, args.warmup, args.precision,
+                      gathered=args.worker == "hf_gathered")
+    workers.report([workers.timed(lambda: train(args.steps), args.steps * args.batch)
+                    for _ in range(args.chunks)])
 
 
 def run(config_name="L4_H256", batch=16, seq_len=128, max_predictions=20, steps=10, warmup=3,
-        repeats=3, precisions=("float32", "bfloat16")):
-    """Times every variant `repeats` times, interleaved, and keeps each one's best rate.
+        chunks=3, repeats=2, precisions=("float32", "bfloat16"), jit=False):
+    """Alternates fresh processes of every variant; one row per precision (and jit setting).
 
-    Interleaving and best-of-N keep other load on a shared machine from favouring
-    whichever variant happened to run in a quiet moment.
+    `jit` adds our step compiled with XLA (`jit_compile=True`); off by default, as it
+    measured about 4x slower than without on a 2-core CPU (7.8 against 34 sequences/s).
     """
+    variants = VARIANTS if jit else tuple(v for v in VARIANTS if v != "ours_jit")
     import torch
     import transformers
 
-    from keras_bert.config import BertConfig
-
-    torch.set_num_threads(os.cpu_count())
-    config = BertConfig.preset(config_name)
-    data = _batch(config, batch, seq_len, max_predictions)
     results = []
     for precision in precisions:
-        trainers = {"hf": _peer(config, data, warmup, precision, gathered=False),
-                    "hf_gathered": _peer(config, data, warmup, precision, gathered=True),
-                    "ours": _ours(config, data, warmup, precision, jit=False),
-                    "ours_jit": _ours(config, data, warmup, precision, jit=True)}
-        best = dict.fromkeys(trainers, 0.0)
+        chunks_of = {name: [] for name in variants}
         for _ in range(repeats):
-            for name, train in trainers.items():
-                best[name] = max(best[name], _best_rate(train, steps, batch))
-        peer = best
-        for jit in (False, True):
-            rate = best["ours_jit" if jit else "ours"]
+            for name in variants:
+                argv = ["--worker", name, "--precision", precision, "--model", config_name,
+                        "--batch", str(batch), "--seq", str(seq_len), "--max_predictions",
+                        str(max_predictions), "--steps", str(steps), "--warmup", str(warmup),
+                        "--chunks", str(chunks)]
+                chunks_of[name] += workers.run_worker("benchmarks.pretrain_throughput", argv,
+                                                      f"{name} {precision}")
+        rates = {name: [r["rate"] for r in workers.quiet(rows)] for name, rows in chunks_of.items()}
+        median = {name: statistics.median(r) for name, r in rates.items()}
+        other = max(r["other_cpu"] for rows in chunks_of.values() for r in workers.quiet(rows))
+        for name in ("ours", "ours_jit")[:1 + bool(jit)]:
+            rate = median[name]
             row = {"case": "pretrain_step", "config": config_name, "precision": precision,
-                   "jit_compile": jit, "batch": batch, "seq_len": seq_len,
-                   "max_predictions_per_seq": max_predictions, "steps": steps,
-                   "repeats": repeats,
-                   "ours_sequences_per_s": rate, "peer_sequences_per_s": peer["hf"],
-                   "peer_gathered_sequences_per_s": peer["hf_gathered"],
+                   "jit_compile": name == "ours_jit", "batch": batch, "seq_len": seq_len,
+                   "max_predictions_per_seq": max_predictions, "steps_per_chunk": steps,
+                   "processes_per_variant": repeats,
+                   "ours_sequences_per_s": rate, "peer_sequences_per_s": median["hf"],
+                   "peer_gathered_sequences_per_s": median["hf_gathered"],
+                   "ours_range": [min(rates[name]), max(rates[name])],
+                   "peer_range": [min(rates["hf"]), max(rates["hf"])],
+                   "peer_gathered_range": [min(rates["hf_gathered"]), max(rates["hf_gathered"])],
+                   "chunks_counted": {n: len(rates[n]) for n in (name, "hf", "hf_gathered")},
+                   "chunks_run": {n: len(chunks_of[n]) for n in (name, "hf", "hf_gathered")},
+                   "other_cpu_max": other,
                    "peer": f"transformers {transformers.__version__} BertForPreTraining / "
                            f"torch {torch.__version__}",
-                   "speedup": rate / peer["hf"], "speedup_gathered": rate / peer["hf_gathered"]}
+                   # The like-for-like ratio (the peer's MLM on the masked positions too).
+                   "speedup": rate / median["hf_gathered"],
+                   "speedup_vs_hf_as_shipped": rate / median["hf"]}
             results.append(row)
-            print(f"{config_name} {precision:>8} jit={str(jit):5} batch {batch} seq {seq_len}: "
-                  f"ours {rate:6.1f} seq/s | HF {peer['hf']:6.1f} (ratio {row['speedup']:.2f}x)"
-                  f" | HF gathered {peer['hf_gathered']:6.1f} (ratio "
-                  f"{row['speedup_gathered']:.2f}x)", flush=True)
+            print(f"{config_name} {precision:>8} jit={str(name == 'ours_jit'):5} batch {batch} seq {seq_len}: "
+                  f"ours {rate:6.1f} seq/s ({row['ours_range'][0]:.1f}-{row['ours_range'][1]:.1f})"
+                  f" | HF gathered {median['hf_gathered']:6.1f} "
+                  f"({row['peer_gathered_range'][0]:.1f}-{row['peer_gathered_range'][1]:.1f}; "
+                  f"ratio {row['speedup']:.2f}x) | HF as shipped {median['hf']:6.1f} "
+                  f"(ratio {row['speedup_vs_hf_as_shipped']:.2f}x) | other processes' CPU <= "
+                  f"{100 * other:.0f}%", flush=True)
     return results
 
 
@@ -195,11 +235,19 @@ def main(argv=None):
     parser.add_argument("--max_predictions", type=int, default=20)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chunks", type=int, default=3, help="Timed chunks per process.")
+    parser.add_argument("--repeats", type=int, default=2, help="Processes per variant.")
+    parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"],
+                        choices=["float32", "bfloat16"])
+    parser.add_argument("--jit", action="store_true", help="Also time our XLA-compiled step.")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:
+        return _worker(args)
     results = run(args.model, args.batch, args.seq, args.max_predictions, args.steps,
-                  args.warmup, args.repeats)
+                  args.warmup, args.chunks, args.repeats, tuple(args.precisions), args.jit)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 PREFIX = "RESULT "
 
@@ -32,3 +33,42 @@ def run_worker(module, args, what):
         raise RuntimeError(f"{what} worker failed (exit {done.returncode}):\n"
                            f"{done.stderr[-3000:]}")
     return json.loads(lines[-1][len(PREFIX):])
+
+
+def machine_busy_seconds():
+    """CPU-seconds every process on the machine has used (from /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [float(v) for v in f.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds():
+    """CPU-seconds this process has used."""
+    times = os.times()
+    return times.user + times.system
+
+
+def timed(fn, work):
+    """Runs `fn()` once; returns {"rate": work / wall, "seconds", "other_cpu"}.
+
+    `other_cpu` is the share of the machine's CPU that other processes used
+    meanwhile (0.05: a twentieth of all cores), so that a report can leave out
+    measurements a busy neighbour slowed down.
+    """
+    machine, own, start = machine_busy_seconds(), own_cpu_seconds(), time.perf_counter()
+    fn()
+    wall = time.perf_counter() - start
+    used = (machine_busy_seconds() - machine) - (own_cpu_seconds() - own)
+    return {"rate": work / wall, "seconds": wall,
+            "other_cpu": max(0.0, used / (wall * os.cpu_count()))}
+
+
+def quiet(rows, limit=0.05):
+    """The measurements during which other processes used at most `limit` of the CPU.
+
+    On a shared machine a busy neighbour halves a 2-core run's speed; counting
+    only quiet measurements (or all of them, when none was quiet) keeps both
+    sides comparable. Reports say how many counted.
+    """
+    kept = [r for r in rows if r["other_cpu"] <= limit]
+    return kept or rows

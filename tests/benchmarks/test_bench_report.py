@@ -1,6 +1,6 @@
 """`make bench`'s report: the table of ratios and the quiet-epoch filter."""
 
-from benchmarks import finetune_throughput, run
+from benchmarks import finetune_throughput, run, workers
 
 
 def test_table_has_one_row_per_result_with_its_ratio_and_variant():
@@ -23,9 +23,9 @@ def test_only_quiet_epochs_count_unless_none_was_quiet():
     rows = [{"examples_per_s": 50.0, "other_cpu": 0.01},
             {"examples_per_s": 20.0, "other_cpu": 0.40},
             {"examples_per_s": 52.0, "other_cpu": 0.05}]
-    assert [r["examples_per_s"] for r in finetune_throughput._quiet(rows)] == [50.0, 52.0]
+    assert [r["examples_per_s"] for r in workers.quiet(rows)] == [50.0, 52.0]
     busy = [{"examples_per_s": 20.0, "other_cpu": 0.4}]
-    assert finetune_throughput._quiet(busy) == busy
+    assert workers.quiet(busy) == busy
 
 
 def test_synthetic_examples_are_cls_pieces_sep_then_padding():
@@ -35,3 +35,9 @@ def test_synthetic_examples_are_cls_pieces_sep_then_padding():
     for row, length in zip(ids, lengths):
         assert row[0] == 101 and row[length - 1] == 102 and not row[length:].any()
     assert not segments.any() and set(labels) <= set(range(finetune_throughput.NUM_CLASSES))
+
+
+def test_timed_reports_the_rate_and_other_processes_share():
+    row = workers.timed(lambda: sum(range(200_000)), work=10)
+    assert row["seconds"] > 0 and abs(row["rate"] - 10 / row["seconds"]) < 1e-9
+    assert 0.0 <= row["other_cpu"] <= 1.0

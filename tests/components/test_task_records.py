@@ -16,6 +16,7 @@ import json
 import random
 
 import numpy as np
+import keras
 import pytest
 import tensorflow as tf
 
@@ -191,3 +192,63 @@ def test_parsers_and_finetune_need_no_beam():
             "sys.exit(1 if 'apache_beam' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=root,
                           capture_output=True).returncode == 0
+
+
+def _write_lengths(path, lengths, seq, ner=False):
+    with tf.io.TFRecordWriter(path) as writer:
+        for i, length in enumerate(lengths):
+            ids = [2 + (i * 7 + j) % 50 for j in range(length)] + [0] * (seq - length)
+            mask = [1] * length + [0] * (seq - length)
+            if ner:
+                label = [-100] + [j % 3 for j in range(length - 2)] + [-100] * (seq - length + 1)
+            else:
+                label = [i % 3]
+            writer.write(F.serialize_example({F.INPUT_IDS: ids, F.INPUT_MASK: mask,
+                                              F.SEGMENT_IDS: [0] * seq, F.LABEL_IDS: label}))
+
+
+def test_batches_are_trimmed_to_their_longest_sequence(tmp_path):
+    """Training batches (and per-sequence predictions) drop the padding columns no
+    sequence of the batch uses, rounded up to 8; token tasks' predictions keep the
+    full length so that batches concatenate."""
+    seq, path = 32, str(tmp_path / "ner.tfrecord")
+    lengths = [3, 9, 5, 4, 17, 6, 32, 2]
+    _write_lengths(path, lengths, seq, ner=True)
+    batches = list(data.task_dataset(path, "ner", seq, 2, num_records=8, trim=True))
+    assert [int(x[F.INPUT_IDS].shape[1]) for x, _ in batches] == [16, 8, 24, 32]
+    for (x, y), pair in zip(batches, np.reshape(lengths, (4, 2))):
+        assert x[F.INPUT_MASK].shape == x[F.SEGMENT_IDS].shape == y["logits"].shape
+        assert int(tf.reduce_sum(x[F.INPUT_MASK])) == sum(pair)  # no real token lost
+    full = list(data.task_dataset(path, "ner", seq, 2, num_records=8, labels=False))
+    assert {int(x[F.INPUT_IDS].shape[1]) for x in full} == {seq}
+    train = list(data.task_dataset(path, "ner", seq, 4, is_training=True, num_records=8))
+    assert all(int(x[F.INPUT_IDS].shape[1]) % 8 == 0 for x, _ in train)
+    path = str(tmp_path / "cls.tfrecord")
+    _write_lengths(path, [3, 5, 4, 2], seq)
+    (x, y), = list(data.task_dataset(path, "classification", seq, 4, num_records=4))
+    assert x[F.INPUT_IDS].shape == (4, 8) and y["logits"].shape == (4,)
+
+
+def test_trimmed_batches_give_the_same_outputs_and_loss(tmp_path):
+    from keras_bert import checkpoints
+    from keras_bert.config import BertConfig
+
+    seq, path = 32, str(tmp_path / "ner.tfrecord")
+    _write_lengths(path, [3, 9, 5, 11], seq, ner=True)
+    config = BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=seq)
+    (x, y), = list(data.task_dataset(path, "ner", seq, 4, num_records=4, trim=False))
+    (tx, ty), = list(data.task_dataset(path, "ner", seq, 4, num_records=4, trim=True))
+    assert tx[F.INPUT_IDS].shape == (4, 16)
+    for heads, kwargs in (("token_classifier", {"num_classes": 3}),
+                          ("classifier", {"num_classes": 3})):
+        model = checkpoints.build_model(config, heads, **kwargs)
+        full, trimmed = model(x)["logits"].numpy(), model(tx)["logits"].numpy()
+        if heads == "token_classifier":
+            real = x[F.INPUT_MASK].numpy()[:, :16].astype(bool)
+            np.testing.assert_allclose(trimmed[real], full[:, :16][real], atol=1e-5)
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-100)
+            np.testing.assert_allclose(float(loss(ty["logits"], trimmed)),
+                                       float(loss(y["logits"], full)), rtol=1e-5)
+        else:
+            np.testing.assert_allclose(trimmed, full, atol=1e-5)
