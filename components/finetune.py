@@ -122,8 +122,9 @@ class FinetuneSpec:
         optimizer: a `keras_bert.optimization.OPTIMIZERS` name. Defaults to "adamw"
             (bias-corrected, as Hugging Face).
         dropout: dropout before the classifier; None keeps the encoder's. Defaults to None.
-        mixed_precision: a `keras_bert.precision.MIXED_PRECISION` value: "none",
-            "bfloat16" or "float16" (with loss scaling). Defaults to "none".
+        mixed_precision: a `keras_bert.precision.CHOICES` value: "none", "bfloat16",
+            "float16" (with loss scaling) or "auto" (bfloat16 where the CPU has
+            bfloat16 instructions). Defaults to "none".
         strategy: `keras_bert.distribute` strategy name. Defaults to "default".
         random_seed: seed of initialization, dropout and shuffling. Defaults to 12345.
         early_stopping_patience: epochs without dev improvement before stopping;

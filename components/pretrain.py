@@ -90,8 +90,9 @@ class PretrainSpec:
         optimizer: "adam_weight_decay" (the original, no bias correction), "adamw"
             (bias-corrected) or "lamb". Defaults to "adam_weight_decay".
         weight_decay_rate: weight decay. Defaults to 0.01.
-        mixed_precision: a `keras_bert.precision.MIXED_PRECISION` value: "none",
-            "bfloat16" or "float16" (with loss scaling). Defaults to "none".
+        mixed_precision: a `keras_bert.precision.CHOICES` value: "none", "bfloat16",
+            "float16" (with loss scaling) or "auto" (bfloat16 where the CPU has
+            bfloat16 instructions). Defaults to "none".
         jit_compile: compile the train step with XLA. Defaults to False.
         strategy: "default", "mirrored", "multi_worker" (TF_CONFIG) or "tpu".
             Defaults to "default".
@@ -304,7 +305,7 @@ def run(spec):
                f"({config.num_hidden_layers} layers, hidden {config.hidden_size}, vocab "
                f"{config.vocab_size}; batch {global_batch} x {accumulation} accumulation, "
                f"{strategy.num_replicas_in_sync} replica(s), {spec.optimizer}, "
-               f"precision {spec.mixed_precision}, jit {spec.jit_compile})")
+               f"precision {precision.resolve(spec.mixed_precision)[0]}, jit {spec.jit_compile})")
         started = time.perf_counter()
         model.fit(
             train_ds, initial_epoch=initial_epoch, epochs=epochs,

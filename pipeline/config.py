@@ -54,9 +54,10 @@ class PipelineConfig:
         finetune_epochs: Defaults to 5.
         finetune_batch_size: Defaults to 16.
         finetune_learning_rate: Defaults to 3e-4.
-        mixed_precision: a `keras_bert.precision.MIXED_PRECISION` value: none, bfloat16
-            or float16 (with loss scaling); passed to Pretrain and Finetune unchanged.
-            Defaults to "none".
+        mixed_precision: none, bfloat16, float16 (with loss scaling) or auto (bfloat16
+            where the CPU has bfloat16 instructions, AVX512-BF16 or AMX-BF16, else
+            none; decided once per run, printed, and saved in config.json); passed to
+            Pretrain and Finetune. Defaults to "auto".
         strategy: tf.distribute strategy name. Defaults to "default".
         random_seed: every random choice derives from it. Defaults to 12345.
         data_fraction: share of the default data to use (small slices for tests). Defaults to 1.0.
@@ -98,7 +99,7 @@ class PipelineConfig:
     finetune_epochs: int = 5
     finetune_batch_size: int = 16
     finetune_learning_rate: float = 3e-4
-    mixed_precision: str = "none"
+    mixed_precision: str = "auto"
     strategy: str = "default"
     random_seed: int = 12345
     data_fraction: float = 1.0

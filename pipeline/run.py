@@ -14,6 +14,7 @@ pushed model is served by `serving.server`, queried once over gRPC, and stopped;
 closing lines give the commands that start a server on the pushed model and query it.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import sys
 import time
 
 from components import common
+from keras_bert import precision
 from pipeline import stages
 from pipeline.config import PipelineConfigError, parse_flags
 from pipeline.store import StageRun, fingerprint
@@ -39,8 +41,15 @@ def run_pipeline(config, beam_args, plan=None):
         plan: the stages to run, in order. Defaults to `stages.plan(config)`.
     """
     os.makedirs(config.pipeline_root, exist_ok=True)
+    # `--mixed_precision auto` is decided once, here: the stages (and their
+    # fingerprints) see what it became on this machine.
+    chosen, reason = precision.resolve(config.mixed_precision)
+    if config.mixed_precision == precision.AUTO:
+        _line(f"precision: auto -> {chosen} ({reason})")
+        config = dataclasses.replace(config, mixed_precision=chosen)
     with open(os.path.join(config.pipeline_root, "config.json"), "w") as f:
-        json.dump({"config": config.to_dict(), "beam_args": beam_args}, f, indent=2)
+        json.dump({"config": config.to_dict(), "beam_args": beam_args,
+                   "mixed_precision_reason": reason}, f, indent=2)
     plan = stages.plan(config) if plan is None else plan
     names = [s.name for s in plan]
     if config.force and config.force not in names:
