@@ -11,7 +11,11 @@ Three comparisons, one run, same texts:
    timed in alternating blocks so that both see the same machine load.
 Ratios are peer time / our time (above 1: we are faster); case 3 reports server / in-process.
 
-    python -m benchmarks.serving_bert [--requests 40] [--model base]
+    python -m benchmarks.serving_bert [--requests 40] [--model base] [--intra_op 1 --inter_op 1]
+
+`--intra_op`/`--inter_op` size TensorFlow's thread pools in the server and in this
+process alike, so case 3 compares the server with an in-process call under the same
+thread settings (0: TensorFlow's defaults, as the server's own defaults).
 """
 
 import argparse
@@ -90,9 +94,17 @@ def _hf_latency_subprocess(config, vocab, requests):
     return json.loads(proc.stdout.strip().splitlines()[-1])["p50"]
 
 
-def run(config_name="base", requests=40, clients=8, vocab=None):
+def run(config_name="base", requests=40, clients=8, vocab=None, intra_op=0, inter_op=0):
     import grpc
     import tensorflow as tf
+
+    # Before any TensorFlow op runs in this process; the server gets the same flags.
+    if intra_op:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+    if inter_op:
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    thread_flags = [f"--tensorflow_intra_op_parallelism={intra_op}",
+                    f"--tensorflow_inter_op_parallelism={inter_op}"]
     from keras_bert import checkpoints, export
     from keras_bert.config import BertConfig
     from keras_bert.tokenizer import BertTokenizer
@@ -127,7 +139,7 @@ def run(config_name="base", requests=40, clients=8, vocab=None):
 
     server = ServerProcess(["--model_name=bert", f"--model_base_path={tmp}/bert",
                             "--enable_batching=true", "--max_batch_size=16",
-                            "--batch_timeout_micros=0"], rest=False)
+                            "--batch_timeout_micros=0"] + thread_flags, rest=False)
     server.start(timeout_s=600)
     # One channel for all calls, as a real client keeps it: a new channel per call
     # would add its connection set-up (about 1 ms) to every request.
@@ -172,7 +184,8 @@ def run(config_name="base", requests=40, clients=8, vocab=None):
     results.append({"case": "server_vs_savedmodel_single_request", "config": config_name,
                     "server_p50_ms": 1e3 * s50, "savedmodel_p50_ms": 1e3 * m50,
                     "savedmodel_p99_ms": 1e3 * m99, "server_over_savedmodel": s50 / m50,
-                    "method": "one kept channel, timed in alternating blocks with the SavedModel"})
+                    "method": "one kept channel, timed in alternating blocks with the SavedModel",
+                    "tf_threads_intra_inter": [intra_op, inter_op]})
     print(f"SavedModel p50 {1e3*m50:.1f} ms | server p50 / SavedModel p50 {s50/m50:.2f}x | "
           f"HF/PyTorch p50 {1e3*h50:.1f} ms | "
           f"ratio (peer/ours) {h50/m50:.2f}x", flush=True)
@@ -184,8 +197,12 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="base", help="BertConfig preset.")
     parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--intra_op", type=int, default=0,
+                        help="TensorFlow intra-op threads, server and in-process (0: TF default).")
+    parser.add_argument("--inter_op", type=int, default=0,
+                        help="TensorFlow inter-op threads, server and in-process (0: TF default).")
     args = parser.parse_args(argv)
-    run(args.model, args.requests)
+    run(args.model, args.requests, intra_op=args.intra_op, inter_op=args.inter_op)
 
 
 if __name__ == "__main__":

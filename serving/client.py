@@ -37,6 +37,8 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from serving import tensors
+
 DEFAULT_TIMEOUT_S = 30.0
 
 
@@ -120,7 +122,7 @@ def predict(server, model, inputs, signature="serving_default", version=None, la
     with _channel(server) as channel:
         response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
             request, timeout=timeout)
-    outputs = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+    outputs = {name: tensors.tensor_proto_to_array(proto) for name, proto in response.outputs.items()}
     return outputs, response.model_spec.version.value
 
 

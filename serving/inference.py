@@ -40,6 +40,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from serving import tensors
 from serving.batching import batch_signature
 from serving.errors import ServingError, from_exception, number_of
 
@@ -83,16 +84,18 @@ def tensor_proto_to_array(proto, name):
         ServingError: INVALID_ARGUMENT if the proto cannot be decoded.
     """
     try:
-        dtype = tf.as_dtype(proto.dtype)
-        if dtype == tf.string:
+        tf.as_dtype(proto.dtype)  # An unknown DataType is a parsing error.
+        if proto.dtype == types_pb2.DT_STRING:
             # make_ndarray would repeat a lone value to fill the shape; stock TF
             # does the same, but a value count that is neither 1 nor the size is
             # malformed.
-            size = int(np.prod([d.size for d in proto.tensor_shape.dim], dtype=np.int64))
+            size = 1
+            for d in proto.tensor_shape.dim:
+                size *= d.size
             if len(proto.string_val) not in (size, 1) and not (size == 0 and not proto.string_val):
                 raise ValueError(f"{len(proto.string_val)} string values for shape "
                                  f"{[d.size for d in proto.tensor_shape.dim]}")
-        array = tf.make_ndarray(proto)
+        array = tensors.tensor_proto_to_array(proto)
     except Exception as exc:
         raise invalid(f"tensor parsing error: {name}") from exc
     return array
@@ -297,7 +300,7 @@ class InferenceCore:
         response = predict_pb2.PredictResponse()
         self._fill_spec(response.model_spec, servable, signature_name)
         for name, value in outputs.items():
-            response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+            response.outputs[name].CopyFrom(tensors.array_to_tensor_proto(value))
         return response
 
     # ---- classify / regress ----------------------------------------------------

@@ -216,6 +216,11 @@ def test_status_grpc_and_rest(channel, shared_server):
         {"version": "2", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
 
 
+def test_server_applies_thread_flags(shared_server):
+    # The server reads the pool sizes back from tf.config.threading in its own process.
+    assert "TensorFlow threads: intra-op 1, inter-op 1 (" in shared_server.log_text()
+
+
 def test_warmup_replayed_and_failed_warmup_reported(channel, shared_server):
     log = shared_server.log_text()
     assert re.search(r"Finished reading warmup data for model at \S+/toy/1/\S+\. "
