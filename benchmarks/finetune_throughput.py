@@ -43,8 +43,6 @@ MODEL = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attenti
 NUM_CLASSES = 6
 LEARNING_RATE = 5e-5
 WARMUP_PROPORTION = 0.1
-# Epochs during which other processes used more of the machine's CPU are not counted.
-QUIET_OTHER_CPU = 0.05
 
 
 def synthetic_examples(n, seq, seed=0):
@@ -183,10 +181,10 @@ def run(precisions=("float32", "bfloat16"), examples=256, batch=32, seq=64, epoc
         for _ in range(repeats):
             for side in ("ours", "peer"):
                 epochs_of[side] += _spawn(side, precision, args)
-        rates = {side: [r["examples_per_s"] for r in workers.quiet(rows, QUIET_OTHER_CPU)]
+        rates = {side: [r["examples_per_s"] for r in workers.quiet(rows)]
                  for side, rows in epochs_of.items()}
         other = [r["other_cpu"] for rows in epochs_of.values()
-                 for r in workers.quiet(rows, QUIET_OTHER_CPU)]
+                 for r in workers.quiet(rows)]
         ours_rate, peer_rate = (statistics.median(rates[s]) for s in ("ours", "peer"))
         row = {"case": "finetune_classifier", "model": "L6_H384_A12 vocab 30522",
                "precision": precision, "batch": batch, "seq_len": seq,

@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 
+from benchmarks import workers
 from components import cli
 
 DEFAULT_VOCAB = os.path.join(
@@ -294,7 +295,7 @@ def _child(args):
         if args.child == "beam-2":
             beam_args = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
         instances = pretraining_data.run(spec, beam_args)["instances"]
-    print("RESULT " + json.dumps({"instances": instances, "seconds": time.perf_counter() - started}))
+    workers.report({"instances": instances, "seconds": time.perf_counter() - started})
 
 
 # --- measurement ---------------------------------------------------------------------
@@ -356,7 +357,9 @@ def measure(run, corpus, vocab, flags, workdir, original_src=None):
     cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
     if process.returncode != 0:
         raise RuntimeError(f"{run} failed with exit code {process.returncode}:\n{stdout[-3000:]}")
-    result = json.loads([line for line in stdout.splitlines() if line.startswith("RESULT ")][-1][7:])
+    result = workers.parse_result(stdout)
+    if result is None:
+        raise RuntimeError(f"{run} reported no result:\n{stdout[-3000:]}")
     if isinstance(result["instances"], dict):
         result["instances"] = count_tfrecords(result["instances"]["paths"])
     return {

@@ -12,6 +12,9 @@ import sys
 import time
 
 PREFIX = "RESULT "
+# Measurements during which other processes used more of the machine's CPU than
+# this share are left out of a report (`quiet`).
+QUIET_OTHER_CPU = 0.05
 
 
 def report(result):
@@ -28,11 +31,17 @@ def run_worker(module, args, what):
     """
     done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
                           text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    lines = [line for line in done.stdout.splitlines() if line.startswith(PREFIX)]
-    if done.returncode or not lines:
+    result = parse_result(done.stdout)
+    if done.returncode or result is None:
         raise RuntimeError(f"{what} worker failed (exit {done.returncode}):\n"
                            f"{done.stderr[-3000:]}")
-    return json.loads(lines[-1][len(PREFIX):])
+    return result
+
+
+def parse_result(stdout):
+    """The last result a worker reported in `stdout` (`report`); None if it reported none."""
+    lines = [line for line in stdout.splitlines() if line.startswith(PREFIX)]
+    return json.loads(lines[-1][len(PREFIX):]) if lines else None
 
 
 def machine_busy_seconds():
@@ -59,11 +68,13 @@ def timed(fn, work):
     fn()
     wall = time.perf_counter() - start
     used = (machine_busy_seconds() - machine) - (own_cpu_seconds() - own)
-    return {"rate": work / wall, "seconds": wall,
-            "other_cpu": max(0.0, used / (wall * os.cpu_count()))}
+    # /proc/stat counts in clock ticks (10 ms), so over a short `fn` the share can
+    # come out a little outside [0, 1]; it is a share, so it is clipped there.
+    share = used / (wall * os.cpu_count())
+    return {"rate": work / wall, "seconds": wall, "other_cpu": min(1.0, max(0.0, share))}
 
 
-def quiet(rows, limit=0.05):
+def quiet(rows, limit=QUIET_OTHER_CPU):
     """The measurements during which other processes used at most `limit` of the CPU.
 
     On a shared machine a busy neighbour halves a 2-core run's speed; counting

@@ -249,7 +249,7 @@ def task_dataset(files, task, max_seq_length, batch_size, *, is_training=False, 
 
     Records hold `max_seq_length` positions, mostly padding for short texts; a
     trimmed batch keeps only as many as its longest sequence needs (`trim_padding`),
-    so short-text tasks train several times faster with the same results.
+    so short-text tasks train faster with the same results.
 
     Records are read in file order and never all held in memory: training shuffles
     within a window of `shuffle_buffer` records (the whole file when it has fewer, so
@@ -293,12 +293,12 @@ def task_dataset(files, task, max_seq_length, batch_size, *, is_training=False, 
     split = split_task_features(task)
     if trim is None:
         trim = is_training or task in _PER_SEQUENCE_TASKS
-    if trim:
-        ds = ds.map(lambda s: trim_padding(*split(tf.io.parse_example(s, spec))),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        ds = ds.map(lambda s: split(tf.io.parse_example(s, spec)),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+
+    def parse(serialized):
+        x, y = split(tf.io.parse_example(serialized, spec))
+        return trim_padding(x, y) if trim else (x, y)
+
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     if not labels:
         ds = ds.map(lambda x, y: x)
     options = tf.data.Options()

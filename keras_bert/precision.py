@@ -27,7 +27,7 @@ MIXED_PRECISION = {"none": None, "bfloat16": "mixed_bfloat16", "float16": "mixed
 AUTO = "auto"
 CHOICES = tuple(MIXED_PRECISION) + (AUTO,)
 # CPU flags (as /proc/cpuinfo spells them) of native bfloat16 arithmetic.
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+BF16_CPU_FLAGS = frozenset(("avx512_bf16", "amx_bf16"))
 
 
 def cpu_flags(cpuinfo="/proc/cpuinfo"):
@@ -64,7 +64,7 @@ def resolve(mixed_precision, cpuinfo="/proc/cpuinfo"):
         return mixed_precision, "as given"
     if _gpu_visible():
         return "none", "a GPU is visible (auto decides for CPUs only)"
-    native = sorted(set(BF16_CPU_FLAGS) & cpu_flags(cpuinfo))
+    native = sorted(BF16_CPU_FLAGS & cpu_flags(cpuinfo))
     if native:
         return "bfloat16", f"this CPU has {', '.join(f.upper() for f in native)}"
     return "none", "this CPU has no bfloat16 instructions (AVX512-BF16, AMX-BF16)"
