@@ -138,6 +138,10 @@ class FinetuneSpec:
         read: `components.task_files.ReadOptions`. Defaults to ReadOptions().
         shuffle_buffer: training records in the shuffle window (all of them when
             there are fewer). Defaults to 100000.
+        group_by_length: sort windows of this many training batches by length, so
+            that trimmed batches hold little padding
+            (`keras_bert.data.length_grouped_batches`); 0: batches of mixed lengths.
+            Defaults to 0.
         steps_per_execution: batches per compiled call. Defaults to 1.
         jit_compile: compile the train step with XLA. Defaults to False.
         verbose: Keras progress output (0, 1 or 2). Defaults to 2.
@@ -171,6 +175,7 @@ class FinetuneSpec:
     labels: tuple = None
     read: task_files.ReadOptions = task_files.ReadOptions()
     shuffle_buffer: int = 100_000
+    group_by_length: int = 0
     steps_per_execution: int = 1
     jit_compile: bool = False
     verbose: int = 2
@@ -191,6 +196,8 @@ class FinetuneSpec:
                                 "files")
         if self.shuffle_buffer < 1:
             raise FinetuneError(f"shuffle_buffer must be >= 1; got {self.shuffle_buffer}")
+        if self.group_by_length < 0:
+            raise FinetuneError(f"group_by_length must be >= 0; got {self.group_by_length}")
         if self.early_stopping_patience < 0:
             raise FinetuneError("early_stopping_patience must be >= 0")
         try:
@@ -742,7 +749,8 @@ def _run(spec, folder):
     callback = make_dev_callback(task, dev, spec, on_best)
     train_ds = data.task_dataset(records.records_path("train"), spec.task, records.max_seq_length,
                                  spec.batch_size, is_training=True, seed=spec.random_seed,
-                                 shuffle_buffer=spec.shuffle_buffer, num_records=train_size)
+                                 shuffle_buffer=spec.shuffle_buffer, num_records=train_size,
+                                 group_by_length=spec.group_by_length)
     with warnings.catch_warnings():
         # Token and span heads don't use the pooler; Keras warns that it gets no gradient.
         warnings.filterwarnings("ignore", message=r"Gradients do not exist for variables \['pooler")
@@ -840,6 +848,8 @@ def build_parser():
     parser.add_argument("--steps_per_execution", type=int, default=d.steps_per_execution)
     add_bool_flag(parser, "jit_compile", d.jit_compile, "Compile the train step with XLA.")
     parser.add_argument("--shuffle_buffer", type=int, default=d.shuffle_buffer)
+    parser.add_argument("--group_by_length", type=int, default=d.group_by_length,
+                        help="Sort windows of this many training batches by length (0: off).")
     parser.add_argument("--verbose", type=int, default=d.verbose)
     task_files.add_read_arguments(parser)
     return parser
@@ -863,7 +873,7 @@ def parse_args(argv=None):
         n_best_size=args.n_best_size, max_answer_length=args.max_answer_length,
         labels=tuple(args.labels.split(",")) if args.labels else None,
         read=task_files.read_options_from_args(args), shuffle_buffer=args.shuffle_buffer,
-        steps_per_execution=args.steps_per_execution, jit_compile=args.jit_compile,
+        group_by_length=args.group_by_length, steps_per_execution=args.steps_per_execution, jit_compile=args.jit_compile,
         verbose=args.verbose)
 
 

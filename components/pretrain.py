@@ -118,6 +118,9 @@ class PretrainSpec:
             interleave take whichever file has a record ready, so that one slow file
             (remote storage) does not hold the others up; the record order, and so
             the weights, then depend on thread timing. Defaults to True.
+        group_by_length: sort windows of this many batches by length and trim each
+            batch's padding (`keras_bert.data.length_grouped_batches`); 0: every
+            batch keeps `max_seq_length` positions. Defaults to 0.
     """
 
     train_pattern: str
@@ -151,6 +154,7 @@ class PretrainSpec:
     shuffle_buffer: int = 1000
     random_seed: int = 12345
     deterministic: bool = True
+    group_by_length: int = 0
 
     def __post_init__(self):
         positive = ("batch_size", "max_seq_length", "max_predictions_per_seq", "num_train_steps",
@@ -161,6 +165,8 @@ class PretrainSpec:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_warmup_steps < 0:
             raise ValueError(f"num_warmup_steps must be >= 0, got {self.num_warmup_steps}")
+        if self.group_by_length < 0:
+            raise ValueError(f"group_by_length must be >= 0, got {self.group_by_length}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
         if self.optimizer not in optimization.OPTIMIZERS:
@@ -245,7 +251,7 @@ def _dataset(spec, pattern, is_training, seed, masking_fn):
         pattern, spec.batch_size, spec.max_seq_length, spec.max_predictions_per_seq,
         is_training=is_training, seed=seed, masking_fn=masking_fn,
         shuffle_buffer=spec.shuffle_buffer, repeat=True, drop_remainder=True,
-        deterministic=spec.deterministic)
+        deterministic=spec.deterministic, group_by_length=spec.group_by_length)
 
 
 def run(spec):
@@ -410,6 +416,9 @@ def build_parser():
     p.add_argument("--random_seed", type=int, default=d.random_seed)
     add_bool_flag(p, "deterministic", d.deterministic,
                   "Read the training files in a fixed turn: same seed, same weights.")
+    p.add_argument("--group_by_length", type=int, default=d.group_by_length,
+                   help="Sort windows of this many batches by length and trim their "
+                        "padding (0: off).")
     return p
 
 
@@ -430,7 +439,7 @@ def parse_args(argv=None):
         dynamic_masking=a.dynamic_masking, masked_lm_prob=a.masked_lm_prob,
         whole_word_mask=a.whole_word_mask, eval_steps=a.eval_steps, log_every=a.log_every,
         shuffle_buffer=a.shuffle_buffer, random_seed=a.random_seed,
-        deterministic=a.deterministic)
+        deterministic=a.deterministic, group_by_length=a.group_by_length)
 
 
 def main(argv=None):

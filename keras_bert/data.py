@@ -96,7 +96,7 @@ def pretraining_dataset(file_patterns, batch_size, max_seq_length, max_predictio
                         *, is_training=True, seed=0, masking_fn=None, cycle_length=8,
                         shuffle_buffer=1000, drop_remainder=None, repeat=None,
                         auto_shard_policy=tf.data.experimental.AutoShardPolicy.AUTO,
-                        deterministic=None):
+                        deterministic=None, group_by_length=0):
     """Batched (x, y) pre-training input from TFRecord shards.
 
     Args:
@@ -125,6 +125,11 @@ def pretraining_dataset(file_patterns, batch_size, max_seq_length, max_predictio
             Training defaults to False: the interleave yields whichever file has a
             record ready, which is faster and order-dependent on thread timing.
             Defaults to `not is_training`.
+        group_by_length: when training, sort windows of this many batches by
+            length, cut them into batches (`length_grouped_batches`) and trim each
+            batch's padding (`trim_padding`): a batch of short sequences costs less
+            than a full-length one. 0 or 1: every batch keeps `max_seq_length`.
+            Defaults to 0.
 
     Returns:
         A `tf.data.Dataset` of `(x, y)` dicts with a batch dimension.
@@ -151,16 +156,23 @@ def pretraining_dataset(file_patterns, batch_size, max_seq_length, max_predictio
         # Evaluation reads the files in order, one after the other.
         ds = ds.flat_map(tf.data.TFRecordDataset)
 
+    grouped = is_training and group_by_length > 1
+    window = batch_size * group_by_length if grouped else batch_size
     if masking_fn is None:
         # Parsing a batch at once is several times faster than record by record.
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        ds = ds.batch(window, drop_remainder=drop_remainder)
         ds = ds.map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.map(lambda s: tf.io.parse_single_example(s, spec),
                     num_parallel_calls=tf.data.AUTOTUNE)
         ds = masking.apply_dynamic_masking(ds, masking_fn, seed=seed)
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        ds = ds.batch(window, drop_remainder=drop_remainder)
     ds = ds.map(split_features, num_parallel_calls=tf.data.AUTOTUNE)
+    if grouped:
+        ds = length_grouped_batches(ds, batch_size, group_by_length, seed=seed,
+                                    drop_remainder=drop_remainder)
+        # The targets (masked_lm_ids, weights, nsp labels) keep their shapes.
+        ds = ds.map(lambda x, y: (trim_padding(x), y), num_parallel_calls=tf.data.AUTOTUNE)
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = auto_shard_policy
@@ -208,6 +220,8 @@ def split_task_features(task):
 # Trimmed batches keep a multiple of this many positions, so that a run sees at most
 # max_seq_length / 8 distinct shapes (each one costs oneDNN a new kernel plan).
 TRIM_MULTIPLE = 8
+# Inputs with one value per position: those of x that `trim_padding` cuts.
+_SEQUENCE_FEATURES = frozenset({F.INPUT_IDS, F.SEGMENT_IDS, F.INPUT_MASK})
 # Tasks whose model outputs have no sequence axis: their predictions can be trimmed
 # batch by batch and still concatenate (token and span outputs could not).
 _PER_SEQUENCE_TASKS = ("classification", "pair", "regression")
@@ -223,7 +237,8 @@ def trim_padding(x, y=None, multiple=TRIM_MULTIPLE):
     work of every layer shrinks with the batch's length.
 
     Args:
-        x: encoder inputs (`input_ids`, `segment_ids`, `input_mask`), (batch, seq_len).
+        x: encoder inputs (`input_ids`, `segment_ids`, `input_mask`), (batch, seq_len);
+            other inputs (`masked_lm_positions`) are kept whole.
         y: targets; those shaped like `input_mask` (NER tags, whose padding carries
             the ignored label) are trimmed too. Defaults to None.
         multiple: round the kept length up to this. Defaults to `TRIM_MULTIPLE`.
@@ -234,15 +249,55 @@ def trim_padding(x, y=None, multiple=TRIM_MULTIPLE):
     keep = tf.minimum(full, (longest + multiple - 1) // multiple * multiple)
     keep = tf.maximum(keep, tf.minimum(full, 1))
 
-    def cut(tensors):
-        return {name: t[:, :keep] if t.shape.rank == 2 and t.shape[1] == mask.shape[1] else t
+    def cut(tensors, names=None):
+        return {name: t[:, :keep] if (names is None or name in names) and t.shape.rank == 2
+                and t.shape[1] == mask.shape[1] else t
                 for name, t in tensors.items()}
 
-    return (cut(x), cut(y)) if y is not None else cut(x)
+    # Inputs by name: `masked_lm_positions` may have as many columns as the sequence.
+    x = cut(x, _SEQUENCE_FEATURES)
+    return (x, cut(y)) if y is not None else x
+
+
+def length_grouped_batches(windows, batch_size, window_batches, seed=0, drop_remainder=False):
+    """Batches of similar lengths, cut from windows of several batches.
+
+    Each window (a batch of `batch_size * K` records, parsed) is sorted by length
+    (`input_mask`'s sum; a stable sort, so equal lengths keep their shuffled order)
+    and cut into batches of `batch_size`; the batches are then shuffled within a
+    buffer of `K`, so a batch of long sequences can come at any step. With
+    `trim_padding` after it, a batch then holds little padding: the "group by
+    length" sampler of other trainers, at the cost of batches whose lengths are
+    alike instead of mixed. Which records go together still changes every epoch
+    with the record shuffle before the windows.
+
+    Args:
+        windows: dataset of `(x, y)` (or `x`) dicts of `(window, ...)` tensors.
+        batch_size: records per output batch.
+        window_batches: K, batches per window (a last shorter window is cut the
+            same way); also the batch shuffle's buffer.
+        seed: seed of the batch shuffle. Defaults to 0.
+        drop_remainder: drop a window's last partial batch. Defaults to False.
+
+    Returns:
+        A `tf.data.Dataset` of batches, one window's worth per window.
+    """
+    def split(*elem):
+        x = elem[0]
+        lengths = tf.reduce_sum(tf.cast(x[F.INPUT_MASK], tf.int32), axis=1)
+        order = tf.argsort(lengths, stable=True)
+        elem = tf.nest.map_structure(lambda t: tf.gather(t, order), elem)
+        batches = tf.data.Dataset.from_tensor_slices(elem if len(elem) > 1 else elem[0])
+        return batches.batch(batch_size, drop_remainder=drop_remainder)
+
+    return windows.flat_map(split).shuffle(max(1, window_batches), seed=seed,
+                                           reshuffle_each_iteration=True)
+
 
 
 def task_dataset(files, task, max_seq_length, batch_size, *, is_training=False, seed=0,
-                 shuffle_buffer=100_000, num_records=None, labels=True, trim=None):
+                 shuffle_buffer=100_000, num_records=None, labels=True, trim=None,
+                 group_by_length=0):
     """Batched fine-tuning input streamed from TaskData's records.
 
         TFRecordDataset -> [shuffle] -> batch -> parse_example -> (x, y) -> [trim] -> prefetch
@@ -272,6 +327,10 @@ def task_dataset(files, task, max_seq_length, batch_size, *, is_training=False, 
             training, and for prediction when the task's outputs are one per sequence
             (classification, pair, regression; token and span outputs of different
             batches must keep one length to be concatenated).
+        group_by_length: when training, sort windows of this many batches by
+            length and cut them into batches (`length_grouped_batches`), so trimmed
+            batches hold little padding; 0 or 1: batches of mixed lengths.
+            Defaults to 0.
 
     Returns:
         A `tf.data.Dataset`.
@@ -289,16 +348,27 @@ def task_dataset(files, task, max_seq_length, batch_size, *, is_training=False, 
     if is_training:
         buffer = min(shuffle_buffer, num_records) if num_records else shuffle_buffer
         ds = ds.shuffle(max(1, buffer), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
     split = split_task_features(task)
     if trim is None:
         trim = is_training or task in _PER_SEQUENCE_TASKS
+    if is_training and group_by_length > 1:
+        ds = ds.batch(batch_size * group_by_length)
+        ds = ds.map(lambda s: split(tf.io.parse_example(s, spec)),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+        ds = length_grouped_batches(ds, batch_size, group_by_length, seed=seed)
+        if trim:
+            ds = ds.map(trim_padding, num_parallel_calls=tf.data.AUTOTUNE)
+        if num_records is not None:  # as many batches as without windows
+            ds = ds.apply(tf.data.experimental.assert_cardinality(
+                -(-int(num_records) // batch_size)))
+    else:
+        ds = ds.batch(batch_size)
 
-    def parse(serialized):
-        x, y = split(tf.io.parse_example(serialized, spec))
-        return trim_padding(x, y) if trim else (x, y)
+        def parse(serialized):
+            x, y = split(tf.io.parse_example(serialized, spec))
+            return trim_padding(x, y) if trim else (x, y)
 
-    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     if not labels:
         ds = ds.map(lambda x, y: x)
     options = tf.data.Options()

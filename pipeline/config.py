@@ -58,6 +58,10 @@ class PipelineConfig:
             where the CPU has bfloat16 instructions, AVX512-BF16 or AMX-BF16, else
             none; decided once per run, printed, and saved in config.json); passed to
             Pretrain and Finetune. Defaults to "auto".
+        group_by_length: Pretrain and Finetune sort windows of this many batches by
+            length and cut each batch to its longest sequence, so that short
+            sequences are not padded to `max_seq_length` (0: batches of mixed
+            lengths, padded). Defaults to 16.
         strategy: tf.distribute strategy name. Defaults to "default".
         random_seed: every random choice derives from it. Defaults to 12345.
         data_fraction: share of the default data to use (small slices for tests). Defaults to 1.0.
@@ -100,6 +104,7 @@ class PipelineConfig:
     finetune_batch_size: int = 16
     finetune_learning_rate: float = 3e-4
     mixed_precision: str = "auto"
+    group_by_length: int = 16
     strategy: str = "default"
     random_seed: int = 12345
     data_fraction: float = 1.0
@@ -123,6 +128,8 @@ class PipelineConfig:
         from keras_bert.tasks import TASKS  # (imports TensorFlow: after the cheap checks)
         if self.task not in TASKS:
             raise PipelineConfigError(f"--task {self.task}: expected one of {', '.join(TASKS)}")
+        if self.group_by_length < 0:
+            raise PipelineConfigError(f"group_by_length must be >= 0, got {self.group_by_length}")
         if not 0 < self.data_fraction <= 1:
             raise PipelineConfigError(f"data_fraction must be in (0, 1], got {self.data_fraction}")
         try:

@@ -30,7 +30,8 @@ def _pretrain(config, beam_args, upstream, out):
         num_warmup_steps=max(1, steps // 10), learning_rate=config.pretrain_learning_rate,
         mixed_precision=config.mixed_precision, strategy=config.strategy,
         checkpoint_every=max(10, steps // 6), steps_per_epoch=max(10, steps // 6),
-        log_every=max(10, steps // 20), random_seed=config.random_seed)
+        log_every=max(10, steps // 20), random_seed=config.random_seed,
+        group_by_length=config.group_by_length)
     metrics = pretrain.run(spec)
     history = _history_file(metrics.get("history"), os.path.join(out, "history.json"))
     train, evaluation = metrics.get("train", {}), metrics.get("eval", {})
@@ -78,7 +79,7 @@ def _finetune(config, beam_args, upstream, out):
         max_seq_length=config.max_seq_length, batch_size=config.finetune_batch_size,
         epochs=config.finetune_epochs, learning_rate=config.finetune_learning_rate,
         mixed_precision=config.mixed_precision, strategy=config.strategy,
-        random_seed=config.random_seed, verbose=2)
+        random_seed=config.random_seed, group_by_length=config.group_by_length, verbose=2)
     result = finetune.run(spec)
     history = _history_file(result.get("history"), os.path.join(out, "history.json"))
     metrics = {"best_epoch": result["best_epoch"], f"dev_{result['metric']}": result["best_value"]}

@@ -252,3 +252,31 @@ def test_trimmed_batches_give_the_same_outputs_and_loss(tmp_path):
                                        float(loss(y["logits"], full)), rtol=1e-5)
         else:
             np.testing.assert_allclose(trimmed, full, atol=1e-5)
+
+
+def test_length_grouped_training_batches_keep_every_record_and_the_epoch_length(tmp_path):
+    """`group_by_length`: a training epoch still holds every record once, in
+    ceil(records / batch) batches (Keras' epoch length), each trimmed to its own
+    longest sequence, with far less padding than batches of mixed lengths; labels
+    travel with their inputs."""
+    seq, path = 64, str(tmp_path / "cls.tfrecord")
+    rng = np.random.default_rng(0)
+    lengths = [int(n) for n in rng.integers(3, 60, size=50)]
+    _write_lengths(path, lengths, seq)
+    grouped = data.task_dataset(path, "classification", seq, 4, is_training=True, seed=1,
+                                num_records=50, group_by_length=4)
+    assert int(grouped.cardinality()) == 13
+    mixed = data.task_dataset(path, "classification", seq, 4, is_training=True, seed=1,
+                              num_records=50)
+    for _ in range(2):
+        seen, widths = [], []
+        for x, y in grouped:
+            mask = x[F.INPUT_MASK].numpy()
+            assert mask.shape[1] == -(-int(mask.sum(axis=1).max()) // 8) * 8
+            # `_write_lengths`: record i has lengths[i] tokens and label i % 3.
+            seen += [(int(n), int(label)) for n, label in zip(mask.sum(axis=1), y["logits"])]
+            widths.append(mask.shape[1])
+        assert sorted(seen) == sorted((n, i % 3) for i, n in enumerate(lengths))
+        assert len(widths) == 13
+        mixed_widths = [int(x[F.INPUT_IDS].shape[1]) for x, _ in mixed]
+        assert np.mean(widths) < 0.8 * np.mean(mixed_widths)

@@ -5,6 +5,7 @@ The runner is exercised with small in-test stages (plain functions writing files
 each decision is checked in milliseconds; the end-to-end test runs the real stages.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -70,6 +71,7 @@ def test_invalid_json_config_names_the_file(tmp_path):
     ({"data_fraction": 0.0}, "data_fraction"),
     ({"data_fraction": 1.5}, "data_fraction"),
     ({"mixed_precision": "fp8"}, "mixed_precision"),
+    ({"group_by_length": -1}, "group_by_length"),
 ])
 def test_invalid_values_are_refused(values, message):
     with pytest.raises(PipelineConfigError, match=message):
@@ -301,3 +303,14 @@ def test_closing_lines_start_a_server_on_the_pushed_model(tmp_path):
     assert "localhost:8601/v1/models/m:predict" in rest
     request = json.loads(shlex.split(rest.split(": ", 1)[1])[2])
     assert request == {"instances": [{"text": serve_check.SAMPLE}]}
+
+
+def test_group_by_length_is_a_parameter_of_both_training_stages_only():
+    """`--group_by_length` changes which batches train, so Pretrain and Finetune
+    rerun when it changes, and no data stage does."""
+    config = PipelineConfig(pipeline_root="unused")
+    stages = {s.name: s for s in pipeline_stages.plan(config)}
+    changed = dataclasses.replace(config, group_by_length=0)
+    for name, stage in stages.items():
+        assert (stage.params(config) != stage.params(changed)) == (
+            name in ("Pretrain", "Finetune")), name
