@@ -58,10 +58,11 @@ class PipelineConfig:
             where the CPU has bfloat16 instructions, AVX512-BF16 or AMX-BF16, else
             none; decided once per run, printed, and saved in config.json); passed to
             Pretrain and Finetune. Defaults to "auto".
-        group_by_length: Pretrain and Finetune sort windows of this many batches by
-            length and cut each batch to its longest sequence, so that short
-            sequences are not padded to `max_seq_length` (0: batches of mixed
-            lengths, padded). Defaults to 16.
+        group_by_length: Finetune sorts windows of this many training batches by
+            length before cutting them into batches, so that a batch, cut to its
+            longest sequence, holds little padding (0: batches of mixed lengths).
+            Pre-training batches stay mixed: its records are mostly full-length.
+            Defaults to 16.
         strategy: tf.distribute strategy name. Defaults to "default".
         random_seed: every random choice derives from it. Defaults to 12345.
         data_fraction: share of the default data to use (small slices for tests). Defaults to 1.0.

@@ -263,8 +263,7 @@ _DATA = ("corpus", "data_fraction", "random_seed")
 _PD = ("max_seq_length", "max_predictions_per_seq", "masked_lm_prob", "dupe_factor",
        "short_seq_prob", "do_lower_case", "random_seed")
 _PT = ("model", "pretrain_steps", "pretrain_batch_size", "pretrain_learning_rate",
-       "mixed_precision", "strategy", "random_seed", "max_seq_length", "max_predictions_per_seq",
-       "group_by_length")
+       "mixed_precision", "strategy", "random_seed", "max_seq_length", "max_predictions_per_seq")
 _FT = ("task", "finetune_epochs", "finetune_batch_size", "finetune_learning_rate",
        "mixed_precision", "strategy", "random_seed", "max_seq_length", "init_checkpoint",
        "group_by_length")

@@ -30,8 +30,7 @@ def _pretrain(config, beam_args, upstream, out):
         num_warmup_steps=max(1, steps // 10), learning_rate=config.pretrain_learning_rate,
         mixed_precision=config.mixed_precision, strategy=config.strategy,
         checkpoint_every=max(10, steps // 6), steps_per_epoch=max(10, steps // 6),
-        log_every=max(10, steps // 20), random_seed=config.random_seed,
-        group_by_length=config.group_by_length)
+        log_every=max(10, steps // 20), random_seed=config.random_seed)
     metrics = pretrain.run(spec)
     history = _history_file(metrics.get("history"), os.path.join(out, "history.json"))
     train, evaluation = metrics.get("train", {}), metrics.get("eval", {})

@@ -305,12 +305,11 @@ def test_closing_lines_start_a_server_on_the_pushed_model(tmp_path):
     assert request == {"instances": [{"text": serve_check.SAMPLE}]}
 
 
-def test_group_by_length_is_a_parameter_of_both_training_stages_only():
-    """`--group_by_length` changes which batches train, so Pretrain and Finetune
-    rerun when it changes, and no data stage does."""
+def test_group_by_length_is_a_parameter_of_finetune_only():
+    """`--group_by_length` changes which batches fine-tune, so Finetune (and what
+    follows it) reruns when it changes, and no earlier stage does."""
     config = PipelineConfig(pipeline_root="unused")
     stages = {s.name: s for s in pipeline_stages.plan(config)}
     changed = dataclasses.replace(config, group_by_length=0)
     for name, stage in stages.items():
-        assert (stage.params(config) != stage.params(changed)) == (
-            name in ("Pretrain", "Finetune")), name
+        assert (stage.params(config) != stage.params(changed)) == (name == "Finetune"), name
