@@ -1,12 +1,20 @@
 """`make bench`: every benchmark case, side by side with its peer, as ratios.
 
     python -m benchmarks.run [--only NAME ...] [--out bench_out/results.json]
+
+Every case runs in a process of its own (`--case NAME`), so that one case's models,
+servers and thread pools are gone before the next starts: in one process the
+encoder case's BERT-base models (both frameworks, three precisions) were still held
+when the serving case built its own, and together they outgrew a 24 GiB machine.
 """
 
 import argparse
 import importlib
 import json
 import os
+import subprocess
+import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -31,18 +39,26 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", nargs="*", default=None, choices=sorted(CASES) + sorted(SCRIPTS))
     parser.add_argument("--out", default="bench_out/results.json")
+    parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    results = []
-    for name, module in CASES.items():
+    if args.case:  # one case, in this process; its results to --out
+        _run_case(args.case, args.out)
+        return
+    results, failed = [], []
+    for name in list(CASES) + list(SCRIPTS):
         if args.only and name not in args.only:
             continue
         print(f"== {name}", flush=True)
-        results += importlib.import_module(module).run()
-    for name, (module, argv) in SCRIPTS.items():
-        if args.only and name not in args.only:
-            continue
-        print(f"== {name}", flush=True)
-        importlib.import_module(module).main(argv)
+        with tempfile.TemporaryDirectory() as tmp:
+            part = os.path.join(tmp, "results.json")
+            code = subprocess.call([sys.executable, "-m", "benchmarks.run", "--case", name,
+                                    "--out", part])
+            if code != 0:
+                failed.append(name)
+                print(f"== {name} failed (exit code {code})", flush=True)
+            elif os.path.exists(part):
+                with open(part) as f:
+                    results += json.load(f)
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
@@ -50,6 +66,19 @@ def main(argv=None):
     with open(table, "w") as f:
         f.write(markdown_table(results))
     print(f"wrote {args.out} and {table}")
+    if failed:
+        raise SystemExit(f"benchmark case(s) failed: {', '.join(failed)}")
+
+
+def _run_case(name, out):
+    """Runs one case in this process; a result-returning case writes them to `out`."""
+    if name in CASES:
+        results = importlib.import_module(CASES[name]).run()
+        with open(out, "w") as f:
+            json.dump(results, f)
+    else:
+        module, argv = SCRIPTS[name]
+        importlib.import_module(module).main(argv)
 
 
 # Keys that name a case's variant, in the order the table shows them.
