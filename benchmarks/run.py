@@ -39,7 +39,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", nargs="*", default=None, choices=sorted(CASES) + sorted(SCRIPTS))
     parser.add_argument("--out", default="bench_out/results.json")
-    parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--case", default=None, choices=sorted(CASES) + sorted(SCRIPTS),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.case:  # one case, in this process; its results to --out
         _run_case(args.case, args.out)

@@ -873,8 +873,8 @@ def parse_args(argv=None):
         n_best_size=args.n_best_size, max_answer_length=args.max_answer_length,
         labels=tuple(args.labels.split(",")) if args.labels else None,
         read=task_files.read_options_from_args(args), shuffle_buffer=args.shuffle_buffer,
-        group_by_length=args.group_by_length, steps_per_execution=args.steps_per_execution, jit_compile=args.jit_compile,
-        verbose=args.verbose)
+        group_by_length=args.group_by_length, steps_per_execution=args.steps_per_execution,
+        jit_compile=args.jit_compile, verbose=args.verbose)
 
 
 def main(argv=None):

@@ -294,7 +294,6 @@ def length_grouped_batches(windows, batch_size, window_batches, seed=0, drop_rem
                                            reshuffle_each_iteration=True)
 
 
-
 def task_dataset(files, task, max_seq_length, batch_size, *, is_training=False, seed=0,
                  shuffle_buffer=100_000, num_records=None, labels=True, trim=None,
                  group_by_length=0):
@@ -351,24 +350,22 @@ def task_dataset(files, task, max_seq_length, batch_size, *, is_training=False, 
     split = split_task_features(task)
     if trim is None:
         trim = is_training or task in _PER_SEQUENCE_TASKS
-    if is_training and group_by_length > 1:
-        ds = ds.batch(batch_size * group_by_length)
-        ds = ds.map(lambda s: split(tf.io.parse_example(s, spec)),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+    grouped = is_training and group_by_length > 1
+    ds = ds.batch(batch_size * group_by_length if grouped else batch_size)
+
+    def parse(serialized):
+        x, y = split(tf.io.parse_example(serialized, spec))
+        # A window is trimmed batch by batch, once it is cut.
+        return trim_padding(x, y) if trim and not grouped else (x, y)
+
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    if grouped:
         ds = length_grouped_batches(ds, batch_size, group_by_length, seed=seed)
         if trim:
             ds = ds.map(trim_padding, num_parallel_calls=tf.data.AUTOTUNE)
         if num_records is not None:  # as many batches as without windows
             ds = ds.apply(tf.data.experimental.assert_cardinality(
                 -(-int(num_records) // batch_size)))
-    else:
-        ds = ds.batch(batch_size)
-
-        def parse(serialized):
-            x, y = split(tf.io.parse_example(serialized, spec))
-            return trim_padding(x, y) if trim else (x, y)
-
-        ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     if not labels:
         ds = ds.map(lambda x, y: x)
     options = tf.data.Options()
