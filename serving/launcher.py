@@ -43,10 +43,14 @@ class ServerProcess:
         python: interpreter to run. Defaults to this one.
         cwd: working directory (must see the `serving` package). Defaults to the
             repository root this file is in.
+        exit_with_parent: the server shuts itself down when this process exits,
+            even when killed (`--exit_with_parent`), so that a killed test or
+            benchmark leaves no server holding a model in memory. Defaults to True.
     """
 
-    def __init__(self, args, rest=True, log_path=None, env=None, python=sys.executable, cwd=None):
-        self.args = list(args)
+    def __init__(self, args, rest=True, log_path=None, env=None, python=sys.executable, cwd=None,
+                 exit_with_parent=True):
+        self.args = list(args) + (["--exit_with_parent"] if exit_with_parent else [])
         self.rest = rest
         self.log_path = log_path or tempfile.mkstemp(prefix="model_server_", suffix=".log")[1]
         self.env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))

@@ -111,6 +111,9 @@ class ServerOptions:
     utf8_inputs: str = _option("text,text_b",
                                "String inputs that must be valid UTF-8 text (INVALID_ARGUMENT otherwise).")
     shutdown_grace_seconds: float = _option(30.0, "How long SIGTERM waits for in-flight requests.")
+    exit_with_parent: bool = _option(
+        False, "Shut down, as on SIGTERM, when the process that started the server exits "
+               "(for a server started by a test, benchmark or pipeline step).")
 
 
 def build_arg_parser():
@@ -385,6 +388,7 @@ def apply_thread_options(options):
 def main(argv=None):
     """Runs the server until SIGTERM/SIGINT; returns the process exit code."""
     options = parse_options(argv)
+    parent = os.getppid()
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr,
         format="%(asctime)s.%(msecs)03d: %(levelname).1s %(module)s.py:%(lineno)d] %(message)s",
@@ -408,7 +412,9 @@ def main(argv=None):
             server.stop(0)
         return 1
     while not stop_requested.wait(0.5):
-        pass
+        if options.exit_with_parent and os.getppid() != parent:
+            log.info("The process that started the server (pid %d) exited; shutting down", parent)
+            break
     server.stop(options.shutdown_grace_seconds)
     log.info("Model server stopped")
     return 0

@@ -293,3 +293,47 @@ def test_overload_refuses_at_once_and_keeps_latency_and_memory_bounded(fault_ser
     assert after_s < 5.0
     assert not [s for s in client.model_status(fault_server.grpc_target, "busy")
                 if s["state"] != "AVAILABLE"]
+
+
+_STARTER = """
+import sys, time
+from serving.launcher import ServerProcess
+server = ServerProcess(sys.argv[1:], rest=False, log_path=sys.argv[0] + ".log").start()
+print(server.process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid):
+    """Whether `pid` is a live process (a zombie that nobody reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads process states from /proc")
+def test_a_server_whose_starter_is_killed_shuts_down(model_library, tmp_path):
+    """A test or benchmark killed mid-run (SIGKILL: no cleanup runs) leaves no server behind."""
+    import subprocess
+    import sys
+
+    install(model_library["text_v1"], str(tmp_path / "toy"), 1)
+    starter = tmp_path / "starter.py"
+    starter.write_text(_STARTER)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    parent = subprocess.Popen(
+        [sys.executable, str(starter), "--model_name=toy", f"--model_base_path={tmp_path / 'toy'}",
+         "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1"],
+        stdout=subprocess.PIPE, text=True, cwd=repo,
+        env=dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", "")))
+    try:
+        server_pid = int(parent.stdout.readline())
+        assert _running(server_pid)
+    finally:
+        parent.kill()
+        parent.wait()
+    wait_for(lambda: not _running(server_pid), timeout_s=30, what="the orphaned server to exit")
+    log = (tmp_path / "starter.py.log").read_text()
+    assert "shutting down" in log and "Model server stopped" in log, log[-2000:]
