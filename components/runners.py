@@ -366,9 +366,22 @@ class WriteTextShards(beam.PTransform):
 
 
 def write_json(value, path):
-    """Writes `value` as JSON to `path` through Beam's filesystems; returns `path`."""
-    with FileSystems.create(path, mime_type="application/json") as handle:
-        handle.write(json.dumps(value, indent=2, sort_keys=True).encode("utf-8"))
+    """Writes `value` as JSON to `path` through Beam's filesystems; returns `path`.
+
+    The file is written under a temporary name next to `path` and then renamed, so a
+    reader (or a rerun after a crash) sees either the whole old file or the whole new
+    one, never a truncated one.
+    """
+    text = json.dumps(value, indent=2, sort_keys=True).encode("utf-8")
+    temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+    with FileSystems.create(temporary, mime_type="application/json") as handle:
+        handle.write(text)
+    try:
+        FileSystems.rename([temporary], [path])
+    except Exception:
+        if FileSystems.exists(temporary):
+            FileSystems.delete([temporary])
+        raise
     return path
 
 

@@ -1,5 +1,7 @@
 """components.common: the one sentence splitter of ExampleGen, the default data and Evaluate."""
 
+import pytest
+
 from components import common
 
 
@@ -25,3 +27,27 @@ def test_split_sentences_cuts_long_sentences_at_spaces():
     assert common.split_sentences("aaaa bbbb cccc", 9) == ["aaaa bbbb", "cccc"]
     assert common.split_sentences("x" * 25, 10) == ["x" * 10, "x" * 10, "x" * 5]
     assert common.split_sentences("  \n \n") == []
+
+
+def test_write_json_replaces_the_file_whole_and_leaves_no_temporary(tmp_path, monkeypatch):
+    import json
+
+    from apache_beam.io.filesystems import FileSystems
+
+    from components import runners
+
+    path = str(tmp_path / "stats.json")
+    runners.write_json({"lines": 1}, path)
+    runners.write_json({"lines": 2, "bad_lines": 0}, path)
+    assert json.loads(open(path).read()) == {"lines": 2, "bad_lines": 0}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.json"]
+
+    # A write that fails before the rename keeps the old file whole and cleans up.
+    def refuse(sources, destinations):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(FileSystems, "rename", refuse)
+    with pytest.raises(OSError, match="disk full"):
+        runners.write_json({"lines": 3}, path)
+    assert json.loads(open(path).read()) == {"lines": 2, "bad_lines": 0}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.json"]
