@@ -20,6 +20,17 @@ A resumed run reads the input with a different shuffle seed (derived from `--ran
 and the resume step) instead of replaying the interrupted order, as the original's
 estimator did on restart.
 
+Two phases (the original paper's recipe): with `--short_train` (records written at
+`--short_max_seq_length`, e.g. 64 where `--max_seq_length` is 128), the first
+`--short_fraction` of the steps (90% by default) train on the short records, which
+cost about half as much per step, and the rest on the full-length `--train` records,
+so that the position embeddings beyond the short length are learnt too. It is one
+run: one optimizer, one warm-up and one learning-rate schedule over all
+`--num_train_steps`, the model unchanged (its position embeddings cover
+`max_position_embeddings` either way). A checkpoint is taken at the switch, and a
+resumed run continues in the phase its checkpoint's step falls in. Evaluation reads
+`--eval` at the full length.
+
 Exit codes: 0 done, 3 training diverged (NaN/inf loss; the last good checkpoint is
 kept and named in the message).
 
@@ -28,6 +39,11 @@ Example:
         --eval 'heldout/*.tfrecord' --model tiny --vocab vocab.txt --output out/pretrain \\
         --batch_size 64 --num_train_steps 10000 --num_warmup_steps 1000 \\
         --learning_rate 1e-3 --mixed_precision bfloat16
+
+    # 90% of the steps on records of 64 tokens, then 10% on the 128-token ones:
+    python -m components.pretrain --train 'data128/*.tfrecord' \\
+        --short_train 'data64/*.tfrecord' --short_max_seq_length 64 \\
+        --short_max_predictions_per_seq 10 --short_fraction 0.9 ...
 """
 
 import argparse
@@ -48,6 +64,8 @@ from components.cli import add_bool_flag
 from keras_bert import checkpoints
 from keras_bert import data as data_lib
 from keras_bert import distribute
+from keras_bert import features
+from keras_bert import masking
 from keras_bert import optimization
 from keras_bert import precision
 from keras_bert import training
@@ -63,6 +81,25 @@ LOG_DIR = "logs"
 EXIT_DIVERGED = 3
 
 logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One stretch of a run on one record set (`PretrainSpec.phases`).
+
+    Attributes:
+        name: "short" (the first phase of a two-phase run) or "full".
+        train_pattern: its training TFRecords glob.
+        max_seq_length: tokens per record.
+        max_predictions_per_seq: masked positions per record.
+        end_step: the optimizer step it ends at (the next one starts there).
+    """
+
+    name: str
+    train_pattern: str
+    max_seq_length: int
+    max_predictions_per_seq: int
+    end_step: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +158,18 @@ class PretrainSpec:
         group_by_length: sort windows of this many batches by length and trim each
             batch's padding (`keras_bert.data.length_grouped_batches`); 0: every
             batch keeps `max_seq_length` positions. Defaults to 0.
+        short_train_pattern: training TFRecords glob of the short first phase,
+            written at `short_max_seq_length`; None: one phase on `train_pattern`.
+            Defaults to None.
+        short_max_seq_length: tokens per record of `short_train_pattern`, at least
+            1 and below `max_seq_length`; 0 when there is no short phase. Defaults to 0.
+        short_max_predictions_per_seq: masked positions per short record; None:
+            `keras_bert.masking.num_to_predict(short_max_seq_length, masked_lm_prob,
+            max_predictions_per_seq)`, the masks that a full short record gets
+            (10 for 64 tokens at 0.15). Defaults to None.
+        short_fraction: share of `num_train_steps` trained on the short records,
+            in [0, 1) (`short_steps`: rounded, and at least one step is left for
+            the full length). Defaults to 0.9.
     """
 
     train_pattern: str
@@ -155,6 +204,10 @@ class PretrainSpec:
     random_seed: int = 12345
     deterministic: bool = True
     group_by_length: int = 0
+    short_train_pattern: str = None
+    short_max_seq_length: int = 0
+    short_max_predictions_per_seq: int = None
+    short_fraction: float = 0.9
 
     def __post_init__(self):
         positive = ("batch_size", "max_seq_length", "max_predictions_per_seq", "num_train_steps",
@@ -178,6 +231,38 @@ class PretrainSpec:
                              f"got {self.strategy!r}")
         if self.dynamic_masking and not self.vocab_path:
             raise ValueError("dynamic_masking needs vocab_path (for [MASK] and special ids)")
+        if bool(self.short_train_pattern) != bool(self.short_max_seq_length):
+            raise ValueError("short_train_pattern and short_max_seq_length go together, got "
+                             f"{self.short_train_pattern!r} and {self.short_max_seq_length}")
+        if self.short_max_seq_length and not 1 <= self.short_max_seq_length < self.max_seq_length:
+            raise ValueError(f"short_max_seq_length must be in [1, max_seq_length "
+                             f"{self.max_seq_length}), got {self.short_max_seq_length}")
+        if (self.short_max_predictions_per_seq is not None
+                and self.short_max_predictions_per_seq < 1):
+            raise ValueError(f"short_max_predictions_per_seq must be >= 1, got "
+                             f"{self.short_max_predictions_per_seq}")
+        if not 0 <= self.short_fraction < 1:
+            raise ValueError(f"short_fraction must be in [0, 1), got {self.short_fraction}")
+
+    @property
+    def short_steps(self):
+        """Optimizer steps of the short phase (0: one phase at `max_seq_length`)."""
+        if not self.short_train_pattern:
+            return 0
+        return min(self.num_train_steps - 1, round(self.short_fraction * self.num_train_steps))
+
+    @property
+    def phases(self):
+        """The run's `Phase`s in order, each ending at its `end_step`."""
+        full = Phase("full", self.train_pattern, self.max_seq_length,
+                     self.max_predictions_per_seq, self.num_train_steps)
+        if not self.short_steps:
+            return [full]
+        predictions = self.short_max_predictions_per_seq or masking.num_to_predict(
+            self.short_max_seq_length, self.masked_lm_prob, self.max_predictions_per_seq)
+        short = Phase("short", self.short_train_pattern, self.short_max_seq_length,
+                      predictions, self.short_steps)
+        return [short, full]
 
     @property
     def epoch_steps(self):
@@ -246,12 +331,43 @@ def weights_digest(model):
     return h.hexdigest()
 
 
-def _dataset(spec, pattern, is_training, seed, masking_fn):
+def _dataset(spec, pattern, is_training, seed, masking_fn, max_seq_length=None,
+             max_predictions_per_seq=None):
     return data_lib.pretraining_dataset(
-        pattern, spec.batch_size, spec.max_seq_length, spec.max_predictions_per_seq,
+        pattern, spec.batch_size, max_seq_length or spec.max_seq_length,
+        max_predictions_per_seq or spec.max_predictions_per_seq,
         is_training=is_training, seed=seed, masking_fn=masking_fn,
         shuffle_buffer=spec.shuffle_buffer, repeat=True, drop_remainder=True,
         deterministic=spec.deterministic, group_by_length=spec.group_by_length)
+
+
+def check_record_widths(pattern, max_seq_length, max_predictions_per_seq, dynamic_masking=False):
+    """Raises ValueError unless the first record of `pattern` has the expected widths.
+
+    Records of another length (the short set given as the full one, or the other way
+    round) would otherwise fail deep inside the input pipeline.
+
+    Args:
+        pattern: TFRecords glob (comma-separated allowed).
+        max_seq_length: expected `input_ids` length.
+        max_predictions_per_seq: expected `masked_lm_positions` length (not checked
+            with `dynamic_masking`: such records have no masks).
+        dynamic_masking: the records are unmasked. Defaults to False.
+    """
+    import tensorflow as tf
+
+    path = data_lib.list_files(pattern)[0]
+    expected = {features.INPUT_IDS: max_seq_length}
+    if not dynamic_masking:
+        expected[features.MASKED_LM_POSITIONS] = max_predictions_per_seq
+    for raw in tf.data.TFRecordDataset(path).take(1):
+        feature = tf.train.Example.FromString(raw.numpy()).features.feature
+        for name, width in expected.items():
+            found = len(feature[name].int64_list.value) if name in feature else None
+            if found != width:
+                raise ValueError(f"{path}: the first record's {name} has "
+                                 f"{'no values' if found is None else f'{found} values'}, "
+                                 f"expected {width}")
 
 
 def run(spec):
@@ -289,10 +405,12 @@ def run(spec):
         with open(os.path.join(spec.output_dir, SPEC_FILE), "w") as f:
             json.dump(dataclasses.asdict(spec), f, indent=2, sort_keys=True)
 
-    masking_fn = None
-    if spec.dynamic_masking:
-        masking_fn = data_lib.dynamic_masking_fn(vocab_path, spec.max_predictions_per_seq,
-                                                 spec.masked_lm_prob, spec.whole_word_mask)
+    def masking_for(max_predictions_per_seq):
+        if not spec.dynamic_masking:
+            return None
+        return data_lib.dynamic_masking_fn(vocab_path, max_predictions_per_seq,
+                                           spec.masked_lm_prob, spec.whole_word_mask)
+
     global_batch = spec.batch_size
     guard = training.NaNGuard(checkpoint)
     throughput = training.ThroughputLogger(
@@ -300,25 +418,56 @@ def run(spec):
         log_dir=os.path.join(spec.output_dir, LOG_DIR), write_summaries=chief)
     train_metrics = {}
     train_seconds = 0.0
+    phases = spec.phases
+    phase_results = []
     if start_step < spec.num_train_steps:
-        train_ds = _dataset(spec, spec.train_pattern, True, data_seed(spec.random_seed, start_step),
-                            masking_fn)
+        common.log_stage(STAGE, f"training steps {start_step}..{spec.num_train_steps} "
+               f"in {len(phases)} phase(s) ({config.num_hidden_layers} layers, hidden "
+               f"{config.hidden_size}, vocab {config.vocab_size}; batch {global_batch} x "
+               f"{accumulation} accumulation, {strategy.num_replicas_in_sync} replica(s), "
+               f"{spec.optimizer}, precision {precision.resolve(spec.mixed_precision)[0]}, "
+               f"jit {spec.jit_compile})")
+    begin = 0
+    for number, phase in enumerate(phases, start=1):
+        phase_begin, begin = max(begin, start_step), phase.end_step
+        if phase_begin >= phase.end_step:
+            continue  # done before the checkpoint this run resumed from
+        check_record_widths(phase.train_pattern, phase.max_seq_length,
+                            phase.max_predictions_per_seq, spec.dynamic_masking)
+        # The seed depends on where the phase starts, so that a run resumed at the
+        # switch reads the full-length records as an uninterrupted run does.
+        train_ds = _dataset(spec, phase.train_pattern, True, data_seed(spec.random_seed, phase_begin),
+                            masking_for(phase.max_predictions_per_seq), phase.max_seq_length,
+                            phase.max_predictions_per_seq)
+        label = (f"phase {number}/{len(phases)} ({phase.name}, seq {phase.max_seq_length})"
+                 if len(phases) > 1 else "")
+        if label:
+            common.log_stage(STAGE, f"{label}: steps {phase_begin}..{phase.end_step} on "
+                                    f"{phase.train_pattern} ({phase.max_predictions_per_seq} "
+                                    f"masked positions per record)")
+        else:
+            common.log_stage(STAGE, f"steps {phase_begin}..{phase.end_step} on {phase.train_pattern}")
+        if phase_results:
+            # A fresh train function traces the new, static batch shape (the old one,
+            # with reduce_retracing, would fall back to a shape-generic graph).
+            model.make_train_function(force=True)
+        throughput.tag = label
         epoch_steps = spec.epoch_steps
-        initial_epoch = start_step // epoch_steps
-        # A resumed run starts mid-epoch; StopAtStep ends it at the exact step.
-        epochs = math.ceil(spec.num_train_steps / epoch_steps) + (1 if start_step % epoch_steps else 0)
-        common.log_stage(STAGE, f"training steps {start_step}..{spec.num_train_steps} on {spec.train_pattern} "
-               f"({config.num_hidden_layers} layers, hidden {config.hidden_size}, vocab "
-               f"{config.vocab_size}; batch {global_batch} x {accumulation} accumulation, "
-               f"{strategy.num_replicas_in_sync} replica(s), {spec.optimizer}, "
-               f"precision {precision.resolve(spec.mixed_precision)[0]}, jit {spec.jit_compile})")
+        initial_epoch = phase_begin // epoch_steps
+        # A resumed phase starts mid-epoch; StopAtStep ends it at the exact step.
+        epochs = initial_epoch + math.ceil((phase.end_step - phase_begin) / epoch_steps)
         started = time.perf_counter()
         model.fit(
             train_ds, initial_epoch=initial_epoch, epochs=epochs,
             steps_per_epoch=epoch_steps * accumulation, verbose=2, shuffle=False,
-            callbacks=[guard, checkpoint, throughput, training.StopAtStep(spec.num_train_steps)])
-        train_seconds = time.perf_counter() - started
+            callbacks=[guard, checkpoint, throughput, training.StopAtStep(phase.end_step)])
+        seconds = time.perf_counter() - started
+        train_seconds += seconds
         guard.raise_if_diverged()
+        phase_results.append(dict(dataclasses.asdict(phase), start_step=phase_begin,
+                                  steps=training.optimizer_step(model) - phase_begin,
+                                  seconds=seconds))
+    if phase_results:
         # The metrics hold the last epoch's running totals (at most steps_per_epoch steps).
         train_metrics = training.global_metrics(model)
     final_step = training.optimizer_step(model)
@@ -327,7 +476,8 @@ def run(spec):
     if spec.eval_pattern:
         eval_steps = spec.eval_steps or max(1, data_lib.count_records(spec.eval_pattern)
                                             // spec.batch_size)
-        eval_ds = _dataset(spec, spec.eval_pattern, False, spec.random_seed, masking_fn)
+        eval_ds = _dataset(spec, spec.eval_pattern, False, spec.random_seed,
+                           masking_for(spec.max_predictions_per_seq))
         model.evaluate(eval_ds, steps=eval_steps, verbose=0)
         eval_metrics = training.global_metrics(model)
         eval_metrics["steps"] = eval_steps
@@ -342,6 +492,7 @@ def run(spec):
         "steps": final_step,
         "start_step": start_step,
         "trained_steps": trained_steps,
+        "phases": phase_results,
         "train": train_metrics,
         "eval": eval_metrics,
         "sequences_per_second": rate,
@@ -419,6 +570,16 @@ def build_parser():
     p.add_argument("--group_by_length", type=int, default=d.group_by_length,
                    help="Sort windows of this many batches by length and trim their "
                         "padding (0: off).")
+    p.add_argument("--short_train", default=None,
+                   help="Training TFRecords glob of a short first phase (records of "
+                        "--short_max_seq_length tokens); unset: one phase on --train.")
+    p.add_argument("--short_max_seq_length", type=int, default=d.short_max_seq_length,
+                   help="Tokens per --short_train record.")
+    p.add_argument("--short_max_predictions_per_seq", type=int, default=None,
+                   help="Masked positions per --short_train record (default: the masks "
+                        "a full short record gets, round(masked_lm_prob * length)).")
+    p.add_argument("--short_fraction", type=float, default=d.short_fraction,
+                   help="Share of the steps trained on --short_train, in [0, 1).")
     return p
 
 
@@ -439,7 +600,10 @@ def parse_args(argv=None):
         dynamic_masking=a.dynamic_masking, masked_lm_prob=a.masked_lm_prob,
         whole_word_mask=a.whole_word_mask, eval_steps=a.eval_steps, log_every=a.log_every,
         shuffle_buffer=a.shuffle_buffer, random_seed=a.random_seed,
-        deterministic=a.deterministic, group_by_length=a.group_by_length)
+        deterministic=a.deterministic, group_by_length=a.group_by_length,
+        short_train_pattern=a.short_train, short_max_seq_length=a.short_max_seq_length,
+        short_max_predictions_per_seq=a.short_max_predictions_per_seq,
+        short_fraction=a.short_fraction)
 
 
 def main(argv=None):

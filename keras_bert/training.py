@@ -345,8 +345,10 @@ class StopAtStep(keras.callbacks.Callback):
 class ThroughputLogger(keras.callbacks.Callback):
     """Logs sequences/s and the learning rate every `every_n_steps` optimizer steps.
 
-    The first window (tracing, warm-up) is reported but left out of
-    `sequences_per_second`, the run's average.
+    The first window of every `fit` (tracing, warm-up) is reported but left out of
+    `sequences_per_second`, the run's average. One logger can serve several `fit`
+    calls in a row (the phases of a run); `tag`, when set, ends each line (which
+    phase is running).
 
     Args:
         global_batch_size: sequences per batch, all replicas together.
@@ -366,6 +368,7 @@ class ThroughputLogger(keras.callbacks.Callback):
         self._window_start = None
         self._window_batches = 0
         self._windows = 0
+        self.tag = ""
         self._timed_batches = 0
         self._timed_seconds = 0.0
         self.last = {}
@@ -383,6 +386,7 @@ class ThroughputLogger(keras.callbacks.Callback):
             self._writer = tf.summary.create_file_writer(self.log_dir)
         self._window_start = time.perf_counter()
         self._window_batches = 0
+        self._windows = 0
 
     def on_train_batch_end(self, batch, logs=None):
         self._window_batches += 1
@@ -408,7 +412,8 @@ class ThroughputLogger(keras.callbacks.Callback):
                                                if _finite(v)}))
         loss = (logs or {}).get("loss")
         print(f"step {step}: {rate:.1f} sequences/s, learning rate {learning_rate:.3e}"
-              + (f", loss {float(loss):.4f}" if loss is not None else ""), flush=True)
+              + (f", loss {float(loss):.4f}" if loss is not None else "")
+              + (f" [{self.tag}]" if self.tag else ""), flush=True)
         if self._writer is not None:
             with self._writer.as_default(step=step):
                 write_scalar("sequences_per_second", rate)

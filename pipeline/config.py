@@ -16,6 +16,11 @@ from components.cli import add_bool_flag, parse_with_beam_args
 from keras_bert import precision
 
 
+# The shortest first-phase length of two-phase pre-training: a 16-token record still
+# holds a sentence pair of a few words each and gets two masked positions.
+MIN_PRETRAIN_SHORT_LENGTH = 16
+
+
 class PipelineConfigError(ValueError):
     """A config file or flag value is invalid."""
 
@@ -51,6 +56,15 @@ class PipelineConfig:
         pretrain_batch_size: Defaults to 32.
         pretrain_learning_rate: peak learning rate. Defaults to 2e-4 (1e-3 collapsed
             small models to the unigram solution in our runs).
+        pretrain_short_length: two-phase pre-training, the BERT paper's recipe:
+            PretrainingData also writes the training records at this length, and
+            Pretrain trains the first `pretrain_short_fraction` of its steps on them,
+            the rest on the `max_seq_length` records (one optimizer and learning-rate
+            schedule throughout). At least 16 and below `max_seq_length`; 0: one phase
+            at `max_seq_length`. Defaults to `max_seq_length // 2` (64 at the
+            default 128), or 0 where that is below 16.
+        pretrain_short_fraction: share of `pretrain_steps` at `pretrain_short_length`,
+            in [0, 1). Defaults to 0.9.
         finetune_epochs: Defaults to 5.
         finetune_batch_size: Defaults to 16.
         finetune_learning_rate: Defaults to 3e-4.
@@ -101,6 +115,8 @@ class PipelineConfig:
     pretrain_steps: int = 600
     pretrain_batch_size: int = 32
     pretrain_learning_rate: float = 2e-4
+    pretrain_short_length: int = None
+    pretrain_short_fraction: float = 0.9
     finetune_epochs: int = 5
     finetune_batch_size: int = 16
     finetune_learning_rate: float = 3e-4
@@ -131,6 +147,20 @@ class PipelineConfig:
             raise PipelineConfigError(f"--task {self.task}: expected one of {', '.join(TASKS)}")
         if self.group_by_length < 0:
             raise PipelineConfigError(f"group_by_length must be >= 0, got {self.group_by_length}")
+        if self.pretrain_short_length is None:
+            half = self.max_seq_length // 2
+            # Frozen: the resolved default is what the stages and config.json see.
+            object.__setattr__(self, "pretrain_short_length",
+                               half if half >= MIN_PRETRAIN_SHORT_LENGTH else 0)
+        elif self.pretrain_short_length and not (
+                MIN_PRETRAIN_SHORT_LENGTH <= self.pretrain_short_length < self.max_seq_length):
+            raise PipelineConfigError(
+                f"pretrain_short_length must be 0 (one phase) or in "
+                f"[{MIN_PRETRAIN_SHORT_LENGTH}, max_seq_length {self.max_seq_length}), got "
+                f"{self.pretrain_short_length}")
+        if not 0 <= self.pretrain_short_fraction < 1:
+            raise PipelineConfigError(f"pretrain_short_fraction must be in [0, 1), got "
+                                      f"{self.pretrain_short_fraction}")
         if not 0 < self.data_fraction <= 1:
             raise PipelineConfigError(f"data_fraction must be in (0, 1], got {self.data_fraction}")
         try:
@@ -178,8 +208,8 @@ def build_parser():
             # None: not given, so a --config file's value is not overridden.
             add_bool_flag(parser, name, None, f"(default: {field.default})")
             continue
-        kind = {int: int, float: float}.get(
-            type(field.default) if field.default is not None else str, str)
+        # The annotation, not the default's type: a default of None may stand for a number.
+        kind = {int: int, float: float}.get(field.type, str)
         if name == "mixed_precision":
             parser.add_argument(f"--{name}", choices=precision.CHOICES, default=None)
         else:

@@ -128,6 +128,24 @@ def _pretraining_data(config, beam_args, upstream, out):
     stats = pd.run(train, _beam_args(beam_args))
     outputs = {"train": train.records_pattern, "eval": None}
     metrics = {"train_instances": stats["instances"]}
+    if config.pretrain_short_length:
+        # Two-phase pre-training: the same documents as shorter records for the first
+        # phase. Their masked positions are what a full record of that length gets
+        # (`num_to_predict`: round(masked_lm_prob * length), 10 for 64 tokens at 0.15,
+        # at most max_predictions_per_seq), so no record loses a mask to the width
+        # and none carries more padding than the full-length records do.
+        from keras_bert.masking import num_to_predict
+        length = config.pretrain_short_length
+        predictions = num_to_predict(length, config.masked_lm_prob,
+                                     config.max_predictions_per_seq)
+        short = pd.PretrainingDataSpec(
+            input_pattern=docs["documents"], output_dir=os.path.join(out, "train_short"),
+            dupe_factor=config.dupe_factor, num_shards=4,
+            **dict(common, max_seq_length=length, max_predictions_per_seq=predictions))
+        short_stats = pd.run(short, _beam_args(beam_args))
+        outputs.update(train_short=short.records_pattern, short_max_seq_length=length,
+                       short_max_predictions_per_seq=predictions)
+        metrics["train_short_instances"] = short_stats["instances"]
     if docs.get("heldout_documents"):
         held = pd.PretrainingDataSpec(input_pattern=docs["heldout_documents"],
                                       output_dir=os.path.join(out, "eval"), dupe_factor=1,
@@ -261,9 +279,10 @@ from pipeline.training_stages import _finetune, _pretrain, _task_data  # noqa: E
 
 _DATA = ("corpus", "data_fraction", "random_seed")
 _PD = ("max_seq_length", "max_predictions_per_seq", "masked_lm_prob", "dupe_factor",
-       "short_seq_prob", "do_lower_case", "random_seed")
+       "short_seq_prob", "do_lower_case", "random_seed", "pretrain_short_length")
 _PT = ("model", "pretrain_steps", "pretrain_batch_size", "pretrain_learning_rate",
-       "mixed_precision", "strategy", "random_seed", "max_seq_length", "max_predictions_per_seq")
+       "mixed_precision", "strategy", "random_seed", "max_seq_length", "max_predictions_per_seq",
+       "pretrain_short_length", "pretrain_short_fraction")
 _FT = ("task", "finetune_epochs", "finetune_batch_size", "finetune_learning_rate",
        "mixed_precision", "strategy", "random_seed", "max_seq_length", "init_checkpoint",
        "group_by_length")

@@ -30,7 +30,12 @@ def _pretrain(config, beam_args, upstream, out):
         num_warmup_steps=max(1, steps // 10), learning_rate=config.pretrain_learning_rate,
         mixed_precision=config.mixed_precision, strategy=config.strategy,
         checkpoint_every=max(10, steps // 6), steps_per_epoch=max(10, steps // 6),
-        log_every=max(10, steps // 20), random_seed=config.random_seed)
+        log_every=max(10, steps // 20), random_seed=config.random_seed,
+        # Two phases when PretrainingData wrote the short records (pretrain_short_length).
+        short_train_pattern=data.get("train_short"),
+        short_max_seq_length=data.get("short_max_seq_length") or 0,
+        short_max_predictions_per_seq=data.get("short_max_predictions_per_seq"),
+        short_fraction=config.pretrain_short_fraction)
     metrics = pretrain.run(spec)
     history = _history_file(metrics.get("history"), os.path.join(out, "history.json"))
     train, evaluation = metrics.get("train", {}), metrics.get("eval", {})
@@ -39,6 +44,8 @@ def _pretrain(config, beam_args, upstream, out):
     for key in ("steps", "sequences_per_second"):
         if isinstance(metrics.get(key), (int, float)):
             flat[key] = metrics[key]
+    for phase in metrics.get("phases", []):
+        flat[f"{phase['name']}_phase_seconds"] = phase["seconds"]
     return {"checkpoint": spec.export_dir, "metrics": spec.metrics_path, "history": history}, flat
 
 

@@ -37,3 +37,22 @@ def test_epoch_summaries_write_train_and_validation_scalars_as_keras_does(tmp_pa
         np.testing.assert_allclose([v for _, v in train[f"epoch_{name}"]], history[name], rtol=1e-6)
         np.testing.assert_allclose([v for _, v in validation[f"epoch_{name}"]],
                                    history[f"val_{name}"], rtol=1e-6)
+
+
+def test_throughput_logger_serves_several_fits_and_names_the_phase(capsys):
+    # Two fits in a row (the phases of a two-phase run), 4 steps each, a line every 2:
+    # the first window of each fit (tracing) is logged but left out of the average.
+    keras.utils.set_random_seed(3)
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    logger = training.ThroughputLogger(global_batch_size=8, every_n_steps=2)
+    for tag in ("phase 1/2", "phase 2/2"):
+        logger.tag = tag
+        model.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False, callbacks=[logger])
+    assert [row["step"] for row in logger.history] == [2, 4, 6, 8]
+    assert logger._timed_batches == 4  # steps 3-4 and 7-8
+    assert logger.sequences_per_second > 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert [line.rsplit("[", 1)[1] for line in lines] == ["phase 1/2]"] * 2 + ["phase 2/2]"] * 2

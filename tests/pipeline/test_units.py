@@ -72,6 +72,12 @@ def test_invalid_json_config_names_the_file(tmp_path):
     ({"data_fraction": 1.5}, "data_fraction"),
     ({"mixed_precision": "fp8"}, "mixed_precision"),
     ({"group_by_length": -1}, "group_by_length"),
+    ({"pretrain_short_length": 8}, r"pretrain_short_length must be 0 \(one phase\) or in "
+                                   r"\[16, max_seq_length 128\), got 8"),
+    ({"pretrain_short_length": 128}, "pretrain_short_length must be"),
+    ({"max_seq_length": 64, "pretrain_short_length": 64}, "max_seq_length 64"),
+    ({"pretrain_short_fraction": 1.0}, r"pretrain_short_fraction must be in \[0, 1\), got 1.0"),
+    ({"pretrain_short_fraction": -0.1}, "pretrain_short_fraction"),
 ])
 def test_invalid_values_are_refused(values, message):
     with pytest.raises(PipelineConfigError, match=message):
@@ -313,3 +319,68 @@ def test_group_by_length_is_a_parameter_of_finetune_only():
     changed = dataclasses.replace(config, group_by_length=0)
     for name, stage in stages.items():
         assert (stage.params(config) != stage.params(changed)) == (name == "Finetune"), name
+
+
+def test_two_phase_pretraining_defaults_to_half_the_length():
+    assert PipelineConfig().pretrain_short_length == 64
+    assert PipelineConfig().pretrain_short_fraction == 0.9
+    assert PipelineConfig(max_seq_length=64).pretrain_short_length == 32
+    assert PipelineConfig(max_seq_length=16).pretrain_short_length == 0  # 8 is too short
+    config, _ = parse_flags(["--pretrain_short_length", "0", "--pretrain_short_fraction=0.5"])
+    assert (config.pretrain_short_length, config.pretrain_short_fraction) == (0, 0.5)
+    assert isinstance(config.pretrain_short_length, int)
+
+
+def test_two_phase_fields_are_parameters_of_the_stages_they_change():
+    """The short length changes PretrainingData's records and Pretrain; the fraction
+    changes Pretrain only. Finetune and later stages follow through their inputs."""
+    config = PipelineConfig(pipeline_root="unused")
+    stages = {s.name: s for s in pipeline_stages.plan(config)}
+    for change, affected in [({"pretrain_short_length": 32}, {"PretrainingData", "Pretrain"}),
+                             ({"pretrain_short_length": 0}, {"PretrainingData", "Pretrain"}),
+                             ({"pretrain_short_fraction": 0.5}, {"Pretrain"})]:
+        changed = dataclasses.replace(config, **change)
+        for name, stage in stages.items():
+            assert (stage.params(config) != stage.params(changed)) == (name in affected), (
+                change, name)
+
+
+def test_pretraining_data_stage_writes_short_records_beside_the_full_ones(tmp_path):
+    import tensorflow as tf
+
+    from keras_bert import features
+    words = ("the cat sat on a mat while dogs ran over green hills and birds sang in tall "
+             "trees near quiet rivers").split()
+    lines = []
+    for doc in range(6):
+        for sentence in range(12):
+            lines.append(" ".join(words[(doc + sentence + k) % len(words)] for k in range(9)) + ".")
+        lines.append("")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(lines) + "\n")
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(list(features.SPECIAL_TOKENS) + sorted(set(words)) + ["."]) + "\n")
+    config = PipelineConfig(pipeline_root=str(tmp_path / "root"), corpus=str(corpus),
+                            train="t.tsv", dev="d.tsv", max_seq_length=32, dupe_factor=1)
+    assert config.pretrain_short_length == 16
+    beam = ["--runner=DirectRunner"]
+    (tmp_path / "eg").mkdir()
+    (tmp_path / "pd").mkdir()
+    docs, _ = pipeline_stages._example_gen(config, beam, {}, str(tmp_path / "eg"))
+    upstream = {"ExampleGen": {"outputs": docs}, "Vocab": {"outputs": {"vocab": str(vocab)}}}
+    outputs, metrics = pipeline_stages._pretraining_data(config, beam, upstream, str(tmp_path / "pd"))
+    assert (outputs["short_max_seq_length"], outputs["short_max_predictions_per_seq"]) == (16, 2)
+    assert metrics["train_short_instances"] > metrics["train_instances"] > 0
+    for pattern, length, predictions, count in [
+            (outputs["train"], 32, 20, metrics["train_instances"]),
+            (outputs["train_short"], 16, 2, metrics["train_short_instances"])]:
+        records = list(tf.data.TFRecordDataset(tf.io.gfile.glob(pattern)))
+        assert len(records) == count
+        for raw in records:
+            feature = tf.train.Example.FromString(raw.numpy()).features.feature
+            assert len(feature[features.INPUT_IDS].int64_list.value) == length
+            assert len(feature[features.MASKED_LM_POSITIONS].int64_list.value) == predictions
+    config = dataclasses.replace(config, pretrain_short_length=0)
+    (tmp_path / "pd1").mkdir()
+    outputs, metrics = pipeline_stages._pretraining_data(config, beam, upstream, str(tmp_path / "pd1"))
+    assert "train_short" not in outputs and "train_short_instances" not in metrics
