@@ -174,17 +174,28 @@ def pretraining_dataset(file_patterns, batch_size, max_seq_length, max_predictio
         # The targets (masked_lm_ids, weights, nsp labels) keep their shapes.
         ds = ds.map(lambda x, y: (trim_padding(x), y), num_parallel_calls=tf.data.AUTOTUNE)
 
-    options = tf.data.Options()
+    options = _input_options(deterministic)
     options.experimental_distribute.auto_shard_policy = auto_shard_policy
-    options.deterministic = deterministic
-    # No tf.data autotuner (as `task_dataset`): destroying an autotuned iterator waits
-    # for the autotuner's thread, which sleeps between its rounds. A two-phase
-    # pre-training run drops its first phase's iterator mid-process, and the next
-    # garbage collection that reached it blocked the main thread, idle, for 12-56 s.
-    # Without it the fixed parallelism (one call per core) reads as fast here.
-    options.autotune.enabled = False
     ds = ds.with_options(options)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _input_options(deterministic):
+    """`tf.data.Options` of both input pipelines: the given order, and no autotuner.
+
+    Destroying an autotuned iterator waits for the autotuner's thread, which sleeps
+    between its rounds. `model.fit` makes a new iterator every epoch, and tearing
+    down the autotuned one stalled about half of the fine-tuning epoch starts by ~3 s
+    on a 2-core machine (an epoch of 8 steps took 10.2 s instead of 7.0 s); a
+    two-phase pre-training run drops its first phase's iterator mid-process, and the
+    garbage collection that reached it blocked the main thread, idle, for 12-56 s.
+    Parsing is cheap enough that the fixed parallelism (one call per core) and
+    prefetch buffer read as fast.
+    """
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    options.autotune.enabled = False
+    return options
 
 
 def count_records(file_patterns):
@@ -374,13 +385,5 @@ def task_dataset(files, task, max_seq_length, batch_size, *, is_training=False, 
                 -(-int(num_records) // batch_size)))
     if not labels:
         ds = ds.map(lambda x, y: x)
-    options = tf.data.Options()
-    options.deterministic = True
-    # No tf.data autotuner: `model.fit` makes a new iterator every epoch, and
-    # tearing down the autotuned one stalled about half the epoch starts by ~3 s
-    # on a 2-core machine (measured: a fine-tuning epoch of 8 steps took 10.2 s
-    # instead of 7.0 s). Parsing a batch is cheap enough that the fixed
-    # parallelism (one call per core) and prefetch buffer do as well.
-    options.autotune.enabled = False
-    ds = ds.with_options(options)
+    ds = ds.with_options(_input_options(deterministic=True))
     return ds.prefetch(tf.data.AUTOTUNE)
