@@ -154,8 +154,15 @@ class TokenEmbedding(keras.layers.Embedding):
     def call(self, inputs, reverse=False):
         if reverse:
             table = ops.cast(self.embeddings, self.compute_dtype)
-            # (..., hidden) @ (hidden, vocab) -> (..., vocab)
-            return ops.matmul(inputs, ops.transpose(table))
+            inputs = ops.cast(inputs, self.compute_dtype)
+            if keras.backend.backend() != "tensorflow":
+                # (..., hidden) @ (hidden, vocab) -> (..., vocab)
+                return ops.matmul(inputs, ops.transpose(table))
+            import tensorflow as tf
+
+            rows = tf.reshape(inputs, [-1, tf.shape(inputs)[-1]])
+            logits = tf.matmul(rows, table, transpose_b=True)  # (rows, vocab)
+            return tf.reshape(logits, tf.concat([tf.shape(inputs)[:-1], [self.input_dim]], 0))
         return super().call(inputs)
 
     def compute_output_shape(self, input_shape, reverse=False):
