@@ -8,9 +8,12 @@ to standard output (where progress lines of Beam jobs and training runs go), whe
 the stage runs under `python -m pipeline.run` or on its own.
 """
 
+import contextlib
 import logging
+import os
 import re
 import sys
+import tempfile
 
 LOGGER = "keras_bert_pipeline"
 LOG_FORMAT = "%(asctime)s [%(stage)s] %(message)s"
@@ -78,6 +81,37 @@ def log_bad_records(stage, bad):
     """
     details = " ".join(f"{name}={count}" for name, count in bad.items() if count)
     log_stage(stage, f"bad records: {sum(bad.values())}" + (f" ({details})" if details else ""))
+
+
+@contextlib.contextmanager
+def atomic_write(path, encoding="utf-8"):
+    """Opens a temporary text file next to local `path` that becomes `path` on success.
+
+    The text goes to a hidden temporary file in `path`'s folder, which is flushed to
+    disk and renamed over `path` when the block ends without an exception, so a reader
+    (or a rerun after a crash or a full disk) finds either the whole old file or the
+    whole new one, never a truncated one. On an exception the temporary file is
+    removed and `path` is left as it was.
+
+    Args:
+        path: the local file to write.
+        encoding: text encoding. Defaults to "utf-8".
+
+    Yields:
+        A text file object to write to.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding=encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
 
 
 def split_sentences(text, max_sentence_chars=None):

@@ -208,6 +208,6 @@ def build(spec):
               "test": os.path.join(task_dir, "test.jsonl"),
               "documents": len(documents), "corpus_chars": chars, "task_examples": counts,
               "labels": list(TASK_PACKAGES)}
-    with open(os.path.join(spec.output_dir, "default_data.json"), "w") as f:
+    with common.atomic_write(os.path.join(spec.output_dir, "default_data.json")) as f:
         json.dump(result, f, indent=2)
     return result

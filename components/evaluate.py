@@ -445,7 +445,7 @@ def _write_json(value, path):
             return int(v)
         return v
 
-    with open(path, "w", encoding="utf-8") as f:
+    with common.atomic_write(path) as f:
         json.dump(clean(value), f, indent=2, ensure_ascii=False)
         f.write("\n")
 
@@ -491,7 +491,7 @@ def run(spec):
               "seconds": time.time() - started}
     _write_json(result, os.path.join(spec.output_dir, EVALUATION_FILE))
     _write_json(blessing, os.path.join(spec.output_dir, BLESSING_FILE))
-    with open(os.path.join(spec.output_dir, PREDICTIONS_FILE), "w", encoding="utf-8") as f:
+    with common.atomic_write(os.path.join(spec.output_dir, PREDICTIONS_FILE)) as f:
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     common.log_stage(STAGE, f"{spec.task}: {name} {value:.4f} vs {baseline_name} {reference:.4f} "

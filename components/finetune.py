@@ -495,13 +495,13 @@ def _clean(value):
 
 
 def _write_json(value, path):
-    with open(path, "w", encoding="utf-8") as f:
+    with common.atomic_write(path) as f:
         json.dump(_clean(value), f, indent=2, ensure_ascii=False, sort_keys=True)
         f.write("\n")
 
 
 def _write_jsonl(records, path):
-    with open(path, "w", encoding="utf-8") as f:
+    with common.atomic_write(path) as f:
         for record in records:
             f.write(json.dumps(_clean(record), ensure_ascii=False, sort_keys=True) + "\n")
 

@@ -402,7 +402,7 @@ def run(spec):
                f"(learning rate {float(training.base_optimizer(model.optimizer).learning_rate):.3e})")
     if chief:
         os.makedirs(spec.output_dir, exist_ok=True)
-        with open(os.path.join(spec.output_dir, SPEC_FILE), "w") as f:
+        with common.atomic_write(os.path.join(spec.output_dir, SPEC_FILE)) as f:
             json.dump(dataclasses.asdict(spec), f, indent=2, sort_keys=True)
 
     def masking_for(max_predictions_per_seq):
@@ -514,7 +514,7 @@ def run(spec):
         task_type, task_id = distribute.task_info(strategy)
         path = os.path.join(spec.output_dir, "workers", f"{task_type}_{task_id}", METRICS_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
+    with common.atomic_write(path) as f:
         json.dump(metrics, f, indent=2, sort_keys=True)
     summary = f"step {final_step}"
     if metrics["train"]:

@@ -92,7 +92,7 @@ def run(spec):
     shutil.rmtree(staging, ignore_errors=True)
     if journal:
         os.makedirs(spec.journal_dir, exist_ok=True)
-        with open(journal, "w", encoding="utf-8") as f:
+        with common.atomic_write(journal) as f:
             json.dump({"version": version, "path": target, "export_dir": spec.export_dir}, f)
     try:
         shutil.copytree(spec.export_dir, staging)

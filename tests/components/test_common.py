@@ -51,3 +51,32 @@ def test_write_json_replaces_the_file_whole_and_leaves_no_temporary(tmp_path, mo
         runners.write_json({"lines": 3}, path)
     assert json.loads(open(path).read()) == {"lines": 2, "bad_lines": 0}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.json"]
+
+
+def test_atomic_write_replaces_the_file_whole_or_not_at_all(tmp_path):
+    import json
+
+    path = tmp_path / "metrics.json"
+    with common.atomic_write(str(path)) as f:
+        json.dump({"accuracy": 0.5}, f)
+    with common.atomic_write(str(path)) as f:
+        json.dump({"accuracy": 0.75, "f1": 0.7}, f)
+    assert json.loads(path.read_text()) == {"accuracy": 0.75, "f1": 0.7}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+    # A writer that fails halfway (a full disk, a crash in the caller) leaves the old
+    # file as it was and no temporary file behind.
+    with pytest.raises(OSError, match="No space left"):
+        with common.atomic_write(str(path)) as f:
+            f.write('{"accuracy": 0.9')
+            raise OSError(28, "No space left on device")
+    assert json.loads(path.read_text()) == {"accuracy": 0.75, "f1": 0.7}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+    # A new file appears only when complete.
+    fresh = tmp_path / "blessing.json"
+    with pytest.raises(KeyboardInterrupt):
+        with common.atomic_write(str(fresh)) as f:
+            f.write("{")
+            raise KeyboardInterrupt
+    assert not fresh.exists()
