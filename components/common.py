@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import sys
-import tempfile
+import uuid
 
 LOGGER = "keras_bert_pipeline"
 LOG_FORMAT = "%(asctime)s [%(stage)s] %(message)s"
@@ -101,9 +101,11 @@ def atomic_write(path, encoding="utf-8"):
         A text file object to write to.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    # A fresh unique name opened with "x" (not tempfile.mkstemp, whose files are
+    # private to their owner): the file gets the permissions `open(path, "w")` gives.
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding=encoding) as f:
+        with open(temporary, "x", encoding=encoding) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

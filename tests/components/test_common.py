@@ -63,6 +63,12 @@ def test_atomic_write_replaces_the_file_whole_or_not_at_all(tmp_path):
         json.dump({"accuracy": 0.75, "f1": 0.7}, f)
     assert json.loads(path.read_text()) == {"accuracy": 0.75, "f1": 0.7}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+    # The same permissions as a file made with open(path, "w") (readable by other users
+    # under the usual umask), not a temporary file's owner-only ones.
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    assert path.stat().st_mode == plain.stat().st_mode
+    plain.unlink()
 
     # A writer that fails halfway (a full disk, a crash in the caller) leaves the old
     # file as it was and no temporary file behind.
