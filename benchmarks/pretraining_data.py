@@ -33,6 +33,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -416,47 +417,51 @@ def main(argv=None):
     if "original" in runs and not args.original_src:
         parser.error("the 'original' run needs --original_src")
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench-pretraining-")
-    print(f"flags: {json.dumps(flags)}  cpus: {os.cpu_count()}  workdir: {workdir}")
-    results = []
-    for scale in args.scales:
-        corpus = synthesize_corpus(os.path.join(workdir, f"corpus-x{scale}"), scale)
-        size = sum(os.path.getsize(os.path.join(os.path.dirname(corpus), f))
-                   for f in os.listdir(os.path.dirname(corpus)))
-        for run in runs:
-            result = measure(run, corpus, os.path.abspath(args.vocab), flags, workdir, args.original_src)
-            result.update(scale=scale, corpus_mib=size / 2**20)
-            results.append(result)
-            print(
-                f"x{scale:<3} {run:<10} {result['instances']:>8} instances {result['wall_s']:8.1f} s "
-                f"(CPU {result['cpu_s']:.1f} s, load {result['mean_load'] or 0:.1f}) "
-                f"{result['instances_per_s']:7.0f} inst/s  peak RSS {result['peak_rss_mib']:6.0f} MiB "
-                f"(main {result['peak_main_process_mib']:.0f}, largest worker "
-                f"{result['peak_worker_process_mib']:.0f}; corpus {result['corpus_mib']:.1f} MiB)",
-                flush=True,
-            )
-    by = {(r["scale"], r["run"]): r for r in results}
-    for scale in args.scales:
-        for baseline in ("original", "reference"):
-            base = by.get((scale, baseline))
-            for run in ("beam-1", "beam-2"):
-                if base and (scale, run) in by:
-                    ours = by[(scale, run)]
-                    print(
-                        f"x{scale}: {run} vs {baseline}: {base['wall_s'] / ours['wall_s']:.2f}x faster (wall), "
-                        f"{base['cpu_s'] / ours['cpu_s']:.2f}x less CPU time, "
-                        f"{ours['instances_per_s'] / base['instances_per_s']:.2f}x instances/s, "
-                        f"peak RSS {ours['peak_rss_mib'] / base['peak_rss_mib']:.2f} of {baseline}'s"
-                    )
-    if len(args.scales) > 1:
-        low, high = min(args.scales), max(args.scales)
-        for run in runs:
-            if (low, run) in by and (high, run) in by:
-                a, b = by[(low, run)], by[(high, run)]
-                print(f"{run}: peak RSS x{low} -> x{high}: {a['peak_rss_mib']:.0f} -> {b['peak_rss_mib']:.0f} MiB "
-                      f"({b['peak_rss_mib'] / a['peak_rss_mib']:.2f}x, +{b['peak_rss_mib'] - a['peak_rss_mib']:.0f} MiB)"
-                      + (f"; largest worker {a['peak_worker_process_mib']:.0f} -> {b['peak_worker_process_mib']:.0f} MiB"
-                         if b["peak_worker_process_mib"] else ""))
-    return results
+    try:
+        print(f"flags: {json.dumps(flags)}  cpus: {os.cpu_count()}  workdir: {workdir}")
+        results = []
+        for scale in args.scales:
+            corpus = synthesize_corpus(os.path.join(workdir, f"corpus-x{scale}"), scale)
+            size = sum(os.path.getsize(os.path.join(os.path.dirname(corpus), f))
+                       for f in os.listdir(os.path.dirname(corpus)))
+            for run in runs:
+                result = measure(run, corpus, os.path.abspath(args.vocab), flags, workdir, args.original_src)
+                result.update(scale=scale, corpus_mib=size / 2**20)
+                results.append(result)
+                print(
+                    f"x{scale:<3} {run:<10} {result['instances']:>8} instances {result['wall_s']:8.1f} s "
+                    f"(CPU {result['cpu_s']:.1f} s, load {result['mean_load'] or 0:.1f}) "
+                    f"{result['instances_per_s']:7.0f} inst/s  peak RSS {result['peak_rss_mib']:6.0f} MiB "
+                    f"(main {result['peak_main_process_mib']:.0f}, largest worker "
+                    f"{result['peak_worker_process_mib']:.0f}; corpus {result['corpus_mib']:.1f} MiB)",
+                    flush=True,
+                )
+        by = {(r["scale"], r["run"]): r for r in results}
+        for scale in args.scales:
+            for baseline in ("original", "reference"):
+                base = by.get((scale, baseline))
+                for run in ("beam-1", "beam-2"):
+                    if base and (scale, run) in by:
+                        ours = by[(scale, run)]
+                        print(
+                            f"x{scale}: {run} vs {baseline}: {base['wall_s'] / ours['wall_s']:.2f}x faster (wall), "
+                            f"{base['cpu_s'] / ours['cpu_s']:.2f}x less CPU time, "
+                            f"{ours['instances_per_s'] / base['instances_per_s']:.2f}x instances/s, "
+                            f"peak RSS {ours['peak_rss_mib'] / base['peak_rss_mib']:.2f} of {baseline}'s"
+                        )
+        if len(args.scales) > 1:
+            low, high = min(args.scales), max(args.scales)
+            for run in runs:
+                if (low, run) in by and (high, run) in by:
+                    a, b = by[(low, run)], by[(high, run)]
+                    print(f"{run}: peak RSS x{low} -> x{high}: {a['peak_rss_mib']:.0f} -> {b['peak_rss_mib']:.0f} MiB "
+                          f"({b['peak_rss_mib'] / a['peak_rss_mib']:.2f}x, +{b['peak_rss_mib'] - a['peak_rss_mib']:.0f} MiB)"
+                          + (f"; largest worker {a['peak_worker_process_mib']:.0f} -> {b['peak_worker_process_mib']:.0f} MiB"
+                             if b["peak_worker_process_mib"] else ""))
+        return results
+    finally:
+        if not args.workdir:  # a scratch folder of our own: the runs' outputs are GBs at x10
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

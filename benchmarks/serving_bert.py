@@ -21,6 +21,7 @@ thread settings (0: TensorFlow's defaults, as the server's own defaults).
 import argparse
 import concurrent.futures
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -117,79 +118,82 @@ def run(config_name="base", requests=40, clients=8, vocab=None, intra_op=0, inte
     tf.keras.utils.set_random_seed(0)
     model = checkpoints.build_model(config, "classifier", num_classes=2)
     tmp = tempfile.mkdtemp(prefix="bench_serving_")
-    exported = export.export_saved_model(model, tmp, "bert", vocab, max_seq_length=128,
-                                         labels=["a", "b"])
-    results = []
-
-    # In-process Keras (the direct path a notebook would use).
-    tok = BertTokenizer.from_vocab(vocab)
-    forward = tf.function(lambda x: model(x, training=False)["logits"], reduce_retracing=True)
-
-    def keras_call():
-        enc = tok.encode_batch([TEXT])
-        forward({k: tf.constant(v, tf.int32) for k, v in enc.items()}).numpy()
-
-    k50, k99 = _latency(keras_call, requests)
-    # The same export called in-process (in-graph tokenizer): the server's peer.
-    loaded = tf.saved_model.load(exported.path)
-    serve = loaded.signatures["serving_default"]
-
-    def savedmodel_call():
-        serve(text=tf.constant([TEXT]))["probabilities"].numpy()
-
-    server = ServerProcess(["--model_name=bert", f"--model_base_path={tmp}/bert",
-                            "--enable_batching=true", "--max_batch_size=16",
-                            "--batch_timeout_micros=0"] + thread_flags, rest=False)
-    server.start(timeout_s=600)
-    # One channel for all calls, as a real client keeps it: a new channel per call
-    # would add its connection set-up (about 1 ms) to every request.
-    channel = grpc.insecure_channel(server.grpc_target)
     try:
-        single = _interleaved_latency(
-            {"server": lambda: client.predict_text(channel, "bert", [TEXT]),
-             "savedmodel": savedmodel_call}, requests)
-        (s50, s99), (m50, m99) = single["server"], single["savedmodel"]
-        total = requests * 2
-        start = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-            list(pool.map(lambda _: client.predict_text(channel, "bert", [TEXT]), range(total)))
-        server_tput = total / (time.perf_counter() - start)
-    finally:
-        channel.close()
-        server.stop()
-    start = time.perf_counter()
-    for _ in range(total // 4):
-        keras_call()
-    keras_tput = (total // 4) / (time.perf_counter() - start)
-    results.append({"case": "serving_vs_inprocess_keras", "config": config_name,
-                    "server_p50_ms": 1e3 * s50, "server_p99_ms": 1e3 * s99,
-                    "keras_p50_ms": 1e3 * k50, "keras_p99_ms": 1e3 * k99,
-                    "server_rps_8_clients_batching": server_tput, "keras_rps_sequential": keras_tput,
-                    "latency_ratio_keras_over_server": k50 / s50,
-                    "throughput_ratio_server_over_keras": server_tput / keras_tput})
-    print(f"server p50 {1e3*s50:.1f} ms p99 {1e3*s99:.1f} ms, {server_tput:.1f} req/s with "
-          f"{clients} clients | in-process Keras p50 {1e3*k50:.1f} ms, {keras_tput:.1f} req/s | "
-          f"latency ratio (keras/server) {k50/s50:.2f}, throughput ratio {server_tput/keras_tput:.2f}",
-          flush=True)
+        exported = export.export_saved_model(model, tmp, "bert", vocab, max_seq_length=128,
+                                             labels=["a", "b"])
+        results = []
 
-    # SavedModel in-process (timed above, alternating with the server) vs Hugging
-    # Face on PyTorch, single request.
-    # The peer runs in its own process: TensorFlow's idle thread pools in this one
-    # would otherwise compete with PyTorch's for the same cores.
-    h50 = _hf_latency_subprocess(config, vocab, requests)
-    results.append({"case": "savedmodel_vs_hf_single_request", "config": config_name,
-                    "savedmodel_p50_ms": 1e3 * m50, "hf_p50_ms": 1e3 * h50, "ratio": h50 / m50,
-                    "peer": "transformers BertForSequenceClassification + BertTokenizerFast, "
-                            "PyTorch CPU, separate process"})
-    results.append({"case": "server_vs_savedmodel_single_request", "config": config_name,
-                    "server_p50_ms": 1e3 * s50, "savedmodel_p50_ms": 1e3 * m50,
-                    "savedmodel_p99_ms": 1e3 * m99, "server_over_savedmodel": s50 / m50,
-                    "method": "one kept channel, timed in alternating blocks with the SavedModel",
-                    "tf_threads_intra_inter": [intra_op, inter_op]})
-    print(f"SavedModel p50 {1e3*m50:.1f} ms | server p50 / SavedModel p50 {s50/m50:.2f}x | "
-          f"HF/PyTorch p50 {1e3*h50:.1f} ms | "
-          f"ratio (peer/ours) {h50/m50:.2f}x", flush=True)
-    return results
+        # In-process Keras (the direct path a notebook would use).
+        tok = BertTokenizer.from_vocab(vocab)
+        forward = tf.function(lambda x: model(x, training=False)["logits"], reduce_retracing=True)
+
+        def keras_call():
+            enc = tok.encode_batch([TEXT])
+            forward({k: tf.constant(v, tf.int32) for k, v in enc.items()}).numpy()
+
+        k50, k99 = _latency(keras_call, requests)
+        # The same export called in-process (in-graph tokenizer): the server's peer.
+        loaded = tf.saved_model.load(exported.path)
+        serve = loaded.signatures["serving_default"]
+
+        def savedmodel_call():
+            serve(text=tf.constant([TEXT]))["probabilities"].numpy()
+
+        server = ServerProcess(["--model_name=bert", f"--model_base_path={tmp}/bert",
+                                "--enable_batching=true", "--max_batch_size=16",
+                                "--batch_timeout_micros=0"] + thread_flags, rest=False)
+        server.start(timeout_s=600)
+        # One channel for all calls, as a real client keeps it: a new channel per call
+        # would add its connection set-up (about 1 ms) to every request.
+        channel = grpc.insecure_channel(server.grpc_target)
+        try:
+            single = _interleaved_latency(
+                {"server": lambda: client.predict_text(channel, "bert", [TEXT]),
+                 "savedmodel": savedmodel_call}, requests)
+            (s50, s99), (m50, m99) = single["server"], single["savedmodel"]
+            total = requests * 2
+            start = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+                list(pool.map(lambda _: client.predict_text(channel, "bert", [TEXT]), range(total)))
+            server_tput = total / (time.perf_counter() - start)
+        finally:
+            channel.close()
+            server.stop()
+        start = time.perf_counter()
+        for _ in range(total // 4):
+            keras_call()
+        keras_tput = (total // 4) / (time.perf_counter() - start)
+        results.append({"case": "serving_vs_inprocess_keras", "config": config_name,
+                        "server_p50_ms": 1e3 * s50, "server_p99_ms": 1e3 * s99,
+                        "keras_p50_ms": 1e3 * k50, "keras_p99_ms": 1e3 * k99,
+                        "server_rps_8_clients_batching": server_tput, "keras_rps_sequential": keras_tput,
+                        "latency_ratio_keras_over_server": k50 / s50,
+                        "throughput_ratio_server_over_keras": server_tput / keras_tput})
+        print(f"server p50 {1e3*s50:.1f} ms p99 {1e3*s99:.1f} ms, {server_tput:.1f} req/s with "
+              f"{clients} clients | in-process Keras p50 {1e3*k50:.1f} ms, {keras_tput:.1f} req/s | "
+              f"latency ratio (keras/server) {k50/s50:.2f}, throughput ratio {server_tput/keras_tput:.2f}",
+              flush=True)
+
+        # SavedModel in-process (timed above, alternating with the server) vs Hugging
+        # Face on PyTorch, single request.
+        # The peer runs in its own process: TensorFlow's idle thread pools in this one
+        # would otherwise compete with PyTorch's for the same cores.
+        h50 = _hf_latency_subprocess(config, vocab, requests)
+        results.append({"case": "savedmodel_vs_hf_single_request", "config": config_name,
+                        "savedmodel_p50_ms": 1e3 * m50, "hf_p50_ms": 1e3 * h50, "ratio": h50 / m50,
+                        "peer": "transformers BertForSequenceClassification + BertTokenizerFast, "
+                                "PyTorch CPU, separate process"})
+        results.append({"case": "server_vs_savedmodel_single_request", "config": config_name,
+                        "server_p50_ms": 1e3 * s50, "savedmodel_p50_ms": 1e3 * m50,
+                        "savedmodel_p99_ms": 1e3 * m99, "server_over_savedmodel": s50 / m50,
+                        "method": "one kept channel, timed in alternating blocks with the SavedModel",
+                        "tf_threads_intra_inter": [intra_op, inter_op]})
+        print(f"SavedModel p50 {1e3*m50:.1f} ms | server p50 / SavedModel p50 {s50/m50:.2f}x | "
+              f"HF/PyTorch p50 {1e3*h50:.1f} ms | "
+              f"ratio (peer/ours) {h50/m50:.2f}x", flush=True)
+        return results
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # a BERT-base SavedModel: 400+ MB
 
 
 def main(argv=None):
