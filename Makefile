@@ -16,10 +16,14 @@ TEST_WORKERS ?= 2
 
 .PHONY: venv test run bench fixtures clean
 
+# TensorFlow's wheel is 570 MB: the install gets two more tries after a dropped connection.
 $(STAMP): setup.py requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements.lock -e '.[test]'
+	for try in 1 2 3; do \
+	  $(PY) -m pip install --quiet -c requirements.lock -e '.[test]' && break; \
+	  [ $$try -lt 3 ] || exit 1; echo "pip install failed (try $$try of 3); trying again" >&2; sleep 5; \
+	done
 	touch $(STAMP)
 
 venv: $(STAMP)
