@@ -17,7 +17,7 @@ from keras import ops
 from keras_bert import features
 from keras_bert import losses as bert_losses
 from keras_bert.encoder import encoder_inputs
-from keras_bert.layers import Dropout, MaskedLMHead, truncated_normal
+from keras_bert.layers import Dense, Dropout, MaskedLMHead, truncated_normal
 
 
 def scale_loss_for_distribution(loss):
@@ -37,8 +37,8 @@ def scale_loss_for_distribution(loss):
 
 
 def _dense(units, initializer_range, policy, name):
-    return keras.layers.Dense(units, kernel_initializer=truncated_normal(initializer_range),
-                              dtype=policy, name=name)
+    return Dense(units, kernel_initializer=truncated_normal(initializer_range),
+                 dtype=policy, name=name)
 
 
 @keras.saving.register_keras_serializable(package="keras_bert")

@@ -139,6 +139,54 @@ class Dropout(keras.layers.Dropout):
         return inputs * (tf.cast(keep, inputs.dtype) * scale)
 
 
+def _bias_add(x, bias):
+    """`tf.nn.bias_add` whose bias gradient is summed accurately in half precision.
+
+    TensorFlow's `BiasAddGrad` kernel adds bfloat16 (and float16) rows in the
+    input's own precision: for a (2,048, 1,536) bfloat16 gradient its column sums
+    were off by a median 4% of their size (up to 15 in sums of about 30). The bias
+    gradient here is `reduce_sum` over the rows instead, which TensorFlow
+    accumulates in float32 and rounds once (a median 0.13%, the rounding of the
+    result), as PyTorch's autocast does, and it is also a little faster. float32 and
+    float64 keep the stock kernel.
+    """
+    import tensorflow as tf
+
+    if getattr(_INFERENCE, "on", False) or x.dtype not in (tf.bfloat16, tf.float16):
+        return tf.nn.bias_add(x, bias)
+
+    @tf.custom_gradient
+    def add(x, bias):
+        def grad(upstream):
+            rows = tf.reshape(upstream, [-1, tf.shape(upstream)[-1]])
+            return upstream, tf.reduce_sum(rows, 0)
+
+        return tf.nn.bias_add(x, bias), grad
+
+    return add(x, bias)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Dense(keras.layers.Dense):
+    """`keras.layers.Dense` with an accurate bias gradient in bfloat16 / float16.
+
+    On TensorFlow, the bias is added by `_bias_add`, whose gradient sums the rows
+    with float32 accumulation where the stock `BiasAddGrad` kernel sums half
+    precision in half precision. The weights, their names and the forward values
+    are `keras.layers.Dense`'s; other backends, quantized and LoRA layers use it as
+    it is.
+    """
+
+    def call(self, inputs, training=None):
+        if (keras.backend.backend() != "tensorflow" or self.bias is None
+                or self.quantization_mode or getattr(self, "lora_enabled", False)):
+            return super().call(inputs, training=training)
+        x = _bias_add(ops.matmul(inputs, self.kernel), ops.cast(self.bias, self.compute_dtype))
+        if self.activation is not None:
+            x = self.activation(x)
+        return x
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class TokenEmbedding(keras.layers.Embedding):
     """Word-piece embedding that can also project hidden states back to the vocabulary.
@@ -255,10 +303,10 @@ class SelfAttention(keras.layers.Layer):
         self.head_size = hidden_size // num_attention_heads
         dense = dict(kernel_initializer=truncated_normal(initializer_range),
                      dtype=self.dtype_policy)
-        self.query = keras.layers.Dense(hidden_size, name="query", **dense)
-        self.key = keras.layers.Dense(hidden_size, name="key", **dense)
-        self.value = keras.layers.Dense(hidden_size, name="value", **dense)
-        self.output_dense = keras.layers.Dense(hidden_size, name="output", **dense)
+        self.query = Dense(hidden_size, name="query", **dense)
+        self.key = Dense(hidden_size, name="key", **dense)
+        self.value = Dense(hidden_size, name="value", **dense)
+        self.output_dense = Dense(hidden_size, name="output", **dense)
         self.dropout = Dropout(attention_probs_dropout_prob, dtype=self.dtype_policy)
 
     def build(self, input_shape):
@@ -336,10 +384,10 @@ class TransformerLayer(keras.layers.Layer):
         self.attention_dropout = Dropout(hidden_dropout_prob, dtype=policy)
         self.attention_layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_eps, dtype=policy, name="attention_layer_norm")
-        self.intermediate = keras.layers.Dense(
+        self.intermediate = Dense(
             intermediate_size, kernel_initializer=truncated_normal(initializer_range),
             dtype=policy, name="intermediate")
-        self.output_dense = keras.layers.Dense(
+        self.output_dense = Dense(
             hidden_size, kernel_initializer=truncated_normal(initializer_range),
             dtype=policy, name="output")
         self.output_dropout = Dropout(hidden_dropout_prob, dtype=policy)
@@ -389,7 +437,7 @@ class Pooler(keras.layers.Layer):
         super().__init__(**kwargs)
         self.hidden_size = hidden_size
         self.initializer_range = initializer_range
-        self.dense = keras.layers.Dense(hidden_size, activation="tanh",
+        self.dense = Dense(hidden_size, activation="tanh",
                                         kernel_initializer=truncated_normal(initializer_range),
                                         dtype=self.dtype_policy, name="dense")
 
@@ -433,7 +481,7 @@ class MaskedLMHead(keras.layers.Layer):
         self.layer_norm_eps = layer_norm_eps
         self.token_embedding = token_embedding
         self._activation = get_activation(hidden_act)
-        self.transform = keras.layers.Dense(hidden_size,
+        self.transform = Dense(hidden_size,
                                             kernel_initializer=truncated_normal(initializer_range),
                                             dtype=self.dtype_policy, name="transform")
         self.layer_norm = keras.layers.LayerNormalization(

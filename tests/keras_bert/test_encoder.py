@@ -239,3 +239,64 @@ def test_dropout_keeps_the_stated_share_unbiased_and_reproducible(dtype):
         np.testing.assert_array_equal(again.numpy(), y)
         other = tf.cast(layer(x, training=True), tf.float32).numpy()  # the next draw
         assert np.mean((other > 0) != (y > 0)) > rate * (1 - rate)  # independent: 2p(1-p)
+
+
+def _dense_pair(policy, units=5, inputs=7):
+    """`layers.Dense` and `keras.layers.Dense` with the same float32 weights."""
+    ours = layers.Dense(units, dtype=policy)
+    stock = keras.layers.Dense(units, dtype=policy)
+    for layer in (ours, stock):
+        layer.build((None, None, inputs))
+    rng = np.random.default_rng(3)
+    weights = [rng.normal(size=(inputs, units)).astype("float32"),
+               rng.normal(size=(units,)).astype("float32")]
+    ours.set_weights(weights)
+    stock.set_weights(weights)
+    return ours, stock
+
+
+def _bias_and_kernel_grads(layer, x, upstream):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        y = layer(x)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) * upstream)
+    return y, tape.gradient(loss, [layer.bias, layer.kernel])
+
+
+def test_dense_bias_gradient_is_summed_in_float32_under_mixed_bfloat16():
+    """A bias gradient of 8,192 rows of ones is 8,192 (summing bfloat16 in bfloat16
+    stops at 256); random rows match a float64 sum to the rounding of the result;
+    forward values and the kernel gradient are `keras.layers.Dense`'s."""
+    import tensorflow as tf
+
+    ours, stock = _dense_pair("mixed_bfloat16")
+    x = tf.constant(np.random.default_rng(0).normal(size=(4, 2048, 7)), tf.float32)
+    y, (bias_grad, kernel_grad) = _bias_and_kernel_grads(ours, x, tf.ones((4, 2048, 5)))
+    assert y.dtype == tf.bfloat16
+    np.testing.assert_array_equal(bias_grad.numpy(), np.full(5, 8192.0, np.float32))
+
+    upstream = tf.constant(np.random.default_rng(1).normal(size=(4, 2048, 5)), tf.float32)
+    y, (bias_grad, kernel_grad) = _bias_and_kernel_grads(ours, x, upstream)
+    y_stock, (_, kernel_grad_stock) = _bias_and_kernel_grads(stock, x, upstream)
+    np.testing.assert_array_equal(tf.cast(y, tf.float32).numpy(), tf.cast(y_stock, tf.float32).numpy())
+    np.testing.assert_array_equal(kernel_grad.numpy(), kernel_grad_stock.numpy())
+    # What reaches the bias is the upstream gradient rounded to bfloat16.
+    rounded = tf.cast(tf.cast(upstream, tf.bfloat16), tf.float64).numpy()
+    exact = rounded.reshape(-1, 5).sum(axis=0)
+    np.testing.assert_allclose(bias_grad.numpy(), exact, rtol=2.0 ** -8)
+
+
+def test_dense_is_keras_dense_in_float32_and_round_trips_its_config():
+    import tensorflow as tf
+
+    ours, stock = _dense_pair(None)
+    x = tf.constant(np.random.default_rng(0).normal(size=(3, 11, 7)), tf.float32)
+    upstream = tf.constant(np.random.default_rng(1).normal(size=(3, 11, 5)), tf.float32)
+    y, grads = _bias_and_kernel_grads(ours, x, upstream)
+    y_stock, grads_stock = _bias_and_kernel_grads(stock, x, upstream)
+    np.testing.assert_array_equal(y.numpy(), y_stock.numpy())
+    for g, g_stock in zip(grads, grads_stock):
+        np.testing.assert_array_equal(g.numpy(), g_stock.numpy())
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(ours))
+    assert type(again) is layers.Dense and again.units == 5
