@@ -97,6 +97,24 @@ class BertEncoder(keras.Model):
         self.transformer_layers = layers
         self.pooler = pooler
 
+    @property
+    def skip_padding(self):
+        """Whether training steps run the layers' per-token work on real tokens only.
+
+        True by default: outputs at real positions are unchanged, and padded
+        positions of `sequence_output` come out as zeros in training (inference
+        always computes every position, as Hugging Face and the original do). Set
+        it to False where a training loss reads padded positions (`BertSpanQA`
+        does: its span softmax runs over every position, as the original's does).
+        It is off by itself on other backends and inside an XLA-compiled step.
+        """
+        return all(layer.skip_padding for layer in self.transformer_layers)
+
+    @skip_padding.setter
+    def skip_padding(self, value):
+        for layer in self.transformer_layers:
+            layer.skip_padding = bool(value)
+
     @classmethod
     def from_bert_config(cls, config, **kwargs):
         """Builds an encoder from a `BertConfig`; kwargs go to the constructor."""

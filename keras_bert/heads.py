@@ -242,6 +242,9 @@ class BertSpanQA(_TaskModel):
 
     def __init__(self, encoder, **kwargs):
         config = encoder.bert_config
+        # The span softmax runs over every position, padding included (as the
+        # original's and Hugging Face's do), so training computes padded positions too.
+        encoder.skip_padding = False
         inputs = encoder_inputs()
         seq = encoder(inputs)["sequence_output"]
         head = _dense(2, config.initializer_range, encoder.dtype_policy, "qa_outputs")

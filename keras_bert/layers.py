@@ -45,6 +45,20 @@ def inference_graph():
         _INFERENCE.on = previous
 
 
+def _can_skip_padding():
+    """Whether a layer may gather the real tokens of a batch: TensorFlow, not under XLA.
+
+    The gathered length changes from batch to batch, which an XLA-compiled step
+    (`jit_compile=True`) cannot take.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+    from tensorflow.python.ops import control_flow_util
+
+    return not control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
 def _gelu_cdf(x):
     compute = "float64" if keras.backend.standardize_dtype(x.dtype) == "float64" else "float32"
     x32 = ops.cast(x, compute)
@@ -319,11 +333,8 @@ class SelfAttention(keras.layers.Layer):
         x = ops.reshape(x, (batch, seq_len, self.num_attention_heads, self.head_size))
         return ops.transpose(x, (0, 2, 1, 3))
 
-    def call(self, x, attention_mask, training=False):
-        batch, seq_len = ops.shape(x)[0], ops.shape(x)[1]
-        q = self._split_heads(self.query(x), batch, seq_len)
-        k = self._split_heads(self.key(x), batch, seq_len)
-        v = self._split_heads(self.value(x), batch, seq_len)
+    def _attend(self, q, k, v, attention_mask, training):
+        """Context (batch, heads, seq_len, head_size) from split heads."""
         q = q * ops.cast(1.0 / math.sqrt(self.head_size), q.dtype)
         # (batch, heads, seq_len, seq_len)
         scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))
@@ -332,9 +343,44 @@ class SelfAttention(keras.layers.Layer):
         scores = scores + adder[:, None, None, :]
         probs = ops.softmax(ops.cast(scores, "float32"), axis=-1)
         probs = self.dropout(ops.cast(probs, self.compute_dtype), training=training)
-        context = ops.matmul(probs, v)  # (batch, heads, seq_len, head_size)
+        return ops.matmul(probs, v)
+
+    def call(self, x, attention_mask, training=False):
+        batch, seq_len = ops.shape(x)[0], ops.shape(x)[1]
+        q = self._split_heads(self.query(x), batch, seq_len)
+        k = self._split_heads(self.key(x), batch, seq_len)
+        v = self._split_heads(self.value(x), batch, seq_len)
+        context = self._attend(q, k, v, attention_mask, training)
         context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (batch, seq_len, self.hidden_size))
         return self.output_dense(context)
+
+    def call_packed(self, packed, index, batch, seq_len, attention_mask, training=False):
+        """Attention for the real tokens only (TensorFlow).
+
+        Args:
+            packed: (tokens, hidden) hidden states of the batch's real tokens.
+            index: (tokens, 1) int64 flat positions of those tokens in
+                (batch * seq_len), as `tf.where(mask)` gives them.
+            batch, seq_len: the padded batch's shape.
+            attention_mask: (batch, seq_len), 1 for real tokens.
+            training: whether dropout is on.
+
+        Returns:
+            (tokens, hidden): the attention output of each real token, the same
+            values `call` gives at those positions.
+        """
+        import tensorflow as tf
+
+        size = [batch * seq_len, self.hidden_size]
+
+        def heads(dense):
+            # Only the projection is per token; the scores need the padded layout.
+            return self._split_heads(tf.scatter_nd(index, dense(packed), size), batch, seq_len)
+
+        context = self._attend(heads(self.query), heads(self.key), heads(self.value),
+                               attention_mask, training)
+        context = tf.reshape(tf.transpose(context, (0, 2, 1, 3)), size)
+        return self.output_dense(tf.gather_nd(context, index))
 
     def compute_output_shape(self, x_shape, attention_mask_shape=None):
         return tuple(x_shape)
@@ -403,12 +449,45 @@ class TransformerLayer(keras.layers.Layer):
         self.output_layer_norm.build(input_shape)
         super().build(input_shape)
 
+    #: A training step runs the per-token parts of the layer (projections, feed-forward,
+    #: LayerNorm, dropout) on the batch's real tokens only; see `_call_unpadded`.
+    #: `BertEncoder.skip_padding` sets it for every layer.
+    skip_padding = True
+
     def call(self, x, attention_mask, training=False):
+        if training and self.skip_padding and _can_skip_padding():
+            return self._call_unpadded(x, attention_mask, training)
         attended = self.attention(x, attention_mask, training=training)
         x = self.attention_layer_norm(x + self.attention_dropout(attended, training=training))
         h = self._activation(self.intermediate(x))
         h = self.output_dense(h)
         return self.output_layer_norm(x + self.output_dropout(h, training=training))
+
+    def _call_unpadded(self, x, attention_mask, training):
+        """`call` for training, computed on the real tokens only (TensorFlow).
+
+        Everything but the attention scores works token by token, so the layer
+        gathers the tokens whose mask is 1, runs the projections, feed-forward,
+        LayerNorms and dropouts on them alone, and scatters the result back. Only
+        the scores and the weighted sum use the padded (batch, seq_len) layout.
+        A batch of short texts cut to its longest one is often a third padding,
+        and a training step then does a third less work. Real tokens get the values
+        `call` gives them (the dropout masks are drawn for a different shape);
+        padded positions come out as zeros instead of values no loss reads.
+        """
+        import tensorflow as tf
+
+        batch, seq_len = tf.shape(x)[0], tf.shape(x)[1]
+        index = tf.where(tf.reshape(attention_mask, [-1]) > 0)  # (tokens, 1)
+        packed = tf.gather_nd(tf.reshape(x, [-1, self.hidden_size]), index)
+        attended = self.attention.call_packed(packed, index, batch, seq_len, attention_mask,
+                                              training=training)
+        packed = self.attention_layer_norm(
+            packed + self.attention_dropout(attended, training=training))
+        h = self.output_dense(self._activation(self.intermediate(packed)))
+        packed = self.output_layer_norm(packed + self.output_dropout(h, training=training))
+        return tf.reshape(tf.scatter_nd(index, packed, [batch * seq_len, self.hidden_size]),
+                          tf.shape(x))
 
     def compute_output_shape(self, x_shape, attention_mask_shape=None):
         return tuple(x_shape)

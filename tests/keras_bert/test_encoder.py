@@ -300,3 +300,73 @@ def test_dense_is_keras_dense_in_float32_and_round_trips_its_config():
         np.testing.assert_array_equal(g.numpy(), g_stock.numpy())
     again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(ours))
     assert type(again) is layers.Dense and again.units == 5
+
+
+def _no_dropout_encoder(policy=None):
+    config = BertConfig.preset("tiny", vocab_size=100, max_position_embeddings=32,
+                               hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    keras.utils.set_random_seed(5)
+    return BertEncoder.from_bert_config(config, dtype=policy)
+
+
+def _padded_batch():
+    batch = _batch(batch=3, seq=12)
+    batch["input_mask"][0, 5:] = 0  # rows of 5, 12 and 9 real tokens
+    batch["input_mask"][2, 9:] = 0
+    batch["segment_ids"][1, 6:] = 1
+    return batch
+
+
+def _training_outputs_and_grads(encoder, batch, jit_compile=False):
+    import tensorflow as tf
+
+    mask = tf.constant(batch["input_mask"], tf.float32)[:, :, None]
+    weights = tf.constant(np.random.default_rng(2).normal(size=(3, 12, encoder.hidden_size)),
+                          tf.float32)
+
+    @tf.function(jit_compile=jit_compile)
+    def step():
+        with tf.GradientTape() as tape:
+            out = encoder(batch, training=True)
+            seq = tf.cast(out["sequence_output"], tf.float32)
+            # A loss that reads real positions only, as every loss but span QA's does.
+            loss = tf.reduce_sum(seq * weights * mask) + tf.reduce_sum(
+                tf.cast(out["pooled_output"], tf.float32))
+        return seq, tape.gradient(loss, encoder.trainable_variables)
+
+    seq, grads = step()
+    return seq.numpy(), [tf.convert_to_tensor(g).numpy() for g in grads]
+
+
+@pytest.mark.parametrize("policy, tol", [(None, 2e-5), ("mixed_bfloat16", 3e-2)])
+def test_training_on_real_tokens_only_gives_the_padded_step_values_and_gradients(policy, tol):
+    """`skip_padding` (the default in training) against the padded computation:
+    the same outputs at real positions, zeros at padded ones, the same gradient of
+    every weight."""
+    encoder = _no_dropout_encoder(policy)
+    batch = _padded_batch()
+    assert encoder.skip_padding
+    seq, grads = _training_outputs_and_grads(encoder, batch)
+    encoder.skip_padding = False
+    seq_padded, grads_padded = _training_outputs_and_grads(encoder, batch)
+    real = batch["input_mask"].astype(bool)
+    np.testing.assert_allclose(seq[real], seq_padded[real], rtol=tol, atol=tol)
+    assert np.all(seq[~real] == 0.0) and np.all(seq_padded[~real] != 0.0)
+    assert len(grads) == len(grads_padded) == len(encoder.trainable_variables)
+    for variable, g, g_padded in zip(encoder.trainable_variables, grads, grads_padded):
+        scale = max(1.0, float(np.abs(g_padded).max()))
+        np.testing.assert_allclose(g, g_padded, rtol=tol, atol=tol * scale, err_msg=variable.path)
+
+
+def test_skip_padding_steps_aside_under_xla_and_for_span_qa():
+    """An XLA-compiled step (no data-dependent shapes) computes every position;
+    `BertSpanQA`, whose loss reads padded positions, turns it off."""
+    encoder = _no_dropout_encoder()
+    batch = _padded_batch()
+    seq_xla, _ = _training_outputs_and_grads(encoder, batch, jit_compile=True)
+    encoder.skip_padding = False
+    seq_padded, _ = _training_outputs_and_grads(encoder, batch)
+    np.testing.assert_allclose(seq_xla, seq_padded, rtol=1e-4, atol=1e-4)  # pads included
+    encoder.skip_padding = True
+    heads.BertSpanQA(encoder)
+    assert not encoder.skip_padding
