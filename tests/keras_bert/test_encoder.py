@@ -370,3 +370,17 @@ def test_skip_padding_steps_aside_under_xla_and_for_span_qa():
     encoder.skip_padding = True
     heads.BertSpanQA(encoder)
     assert not encoder.skip_padding
+
+
+def test_a_batch_with_little_padding_takes_the_padded_path():
+    """At most an eighth padding: the layers compute every position (gathering would
+    cost more than it saves), so padded positions are not zeroed."""
+    encoder = _no_dropout_encoder()
+    batch = _padded_batch()
+    batch["input_mask"][:] = 1
+    batch["input_mask"][0, 8:] = 0  # 4 of 36 positions
+    seq, _ = _training_outputs_and_grads(encoder, batch)
+    assert np.all(seq[0, 8:] != 0.0)
+    batch["input_mask"][1, 8:] = 0  # 8 of 36: more than an eighth
+    seq, _ = _training_outputs_and_grads(encoder, batch)
+    assert np.all(seq[0, 8:] == 0.0) and np.all(seq[1, 8:] == 0.0)
