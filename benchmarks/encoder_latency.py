@@ -92,12 +92,18 @@ def _row(config_name, dtype, weights, batch, seq_len, t_ours, t_peer, peer, harn
 
 def run(config_name="base", seq_len=128, batches=(1, 32), repeats=5,
         dtypes=("float32", "bfloat16", "mixed_bfloat16"), separate=True):
-    """Both harnesses by default: one process alternating the two frameworks, then
-    each framework in its own process (`separate`)."""
-    results = _same_process(config_name, seq_len, batches, repeats, dtypes)
+    """Both harnesses by default: each framework in its own process (`separate`), then
+    one process alternating the two frameworks.
+
+    The own-process workers run first, while this process holds no model: the
+    one-process harness keeps six BERT-base encoders and the peer's models (about
+    12 GB), and a worker beside it needs as much again, more than a 24 GB machine
+    has (the worker was killed for memory).
+    """
+    results = []
     if separate:
         results += _separate_processes(config_name, seq_len, batches, repeats, dtypes)
-    return results
+    return _same_process(config_name, seq_len, batches, repeats, dtypes) + results
 
 
 def _same_process(config_name, seq_len, batches, repeats, dtypes):

@@ -12,15 +12,15 @@ weight decay, linear warm-up and decay, gradient clipping at global norm 1.0.
   (`torch.optim.AdamW`, `get_linear_schedule_with_warmup`, `clip_grad_norm_`), eager,
   the same batches; bfloat16 through `torch.autocast("cpu", torch.bfloat16)`.
 
-Both sides get the same synthetic examples (random word pieces, lengths 16..64, the
-rest padding; each batch cut to its longest sequence, rounded up to 8, as
-`data.task_dataset` does) and 2 intra-op threads (the machine's cores). Each side runs in a fresh
-process so the two frameworks' thread pools never compete; the sides alternate,
-`--repeats` times, and every rate is one epoch's train examples per second after a
-warm-up epoch (tracing, allocator warm-up) that is not timed. Epochs during which
-other processes used more than 5% of the machine's CPU are left out when there are
-quiet ones (the report says how many counted). Ratios are ours / peer (> 1: we train
-faster); the report gives each side's median and range.
+Both sides get the same synthetic examples (random word pieces, lengths 16..64 by
+default or `--min_length`..64, the rest padding; each batch cut to its longest sequence,
+rounded up to 8, as `data.task_dataset` does) and 2 intra-op threads (the machine's
+cores). Each side runs in a fresh process so the two frameworks' thread pools never
+compete; the sides alternate, `--repeats` times, and every rate is one epoch's train
+examples per second after a warm-up epoch (tracing, allocator warm-up) that is not
+timed. Epochs during which other processes used more than 5% of the machine's CPU are
+left out when there are quiet ones (the report says how many counted). Ratios are ours /
+peer (> 1: we train faster); the report gives each side's median and range.
 
     python -m benchmarks.finetune_throughput [--precisions float32 bfloat16]
         [--examples 256] [--epochs 4] [--repeats 2] [--json OUT]
@@ -45,12 +45,15 @@ LEARNING_RATE = 5e-5
 WARMUP_PROPORTION = 0.1
 
 
-def synthetic_examples(n, seq, seed=0):
-    """(input_ids, input_mask, segment_ids, labels): [CLS] pieces [SEP] then padding."""
+def synthetic_examples(n, seq, seed=0, min_length=16):
+    """(input_ids, input_mask, segment_ids, labels): [CLS] pieces [SEP] then padding.
+
+    Lengths are uniform in [min_length, seq]; `min_length=seq` gives no padding.
+    """
     rng = np.random.default_rng(seed)
     ids = np.zeros((n, seq), "int64")
     mask = np.zeros((n, seq), "int64")
-    lengths = rng.integers(16, seq + 1, n)
+    lengths = rng.integers(min(min_length, seq), seq + 1, n)
     for i, length in enumerate(lengths):
         ids[i, :length] = rng.integers(1000, MODEL["vocab_size"], length)
         ids[i, 0], ids[i, length - 1] = 101, 102
@@ -70,7 +73,8 @@ def _timed_epochs(train_epoch, epochs, examples):
     return rows
 
 
-def ours(precision, examples, batch, seq, epochs, jit_compile=False, steps_per_execution=1):
+def ours(precision, examples, batch, seq, epochs, jit_compile=False, steps_per_execution=1,
+         min_length=16):
     import keras
     import tensorflow as tf
 
@@ -80,7 +84,7 @@ def ours(precision, examples, batch, seq, epochs, jit_compile=False, steps_per_e
 
     tf.config.threading.set_intra_op_parallelism_threads(os.cpu_count())
     keras.utils.set_random_seed(0)
-    ids, mask, segments, labels = synthetic_examples(examples, seq)
+    ids, mask, segments, labels = synthetic_examples(examples, seq, min_length=min_length)
     config = BertConfig(**MODEL)
     policy = precision_lib.dtype_policy("bfloat16" if precision == "bfloat16" else "none")
     model = checkpoints.build_model(config, "classifier", dtype=policy, num_classes=NUM_CLASSES)
@@ -109,13 +113,13 @@ def ours(precision, examples, batch, seq, epochs, jit_compile=False, steps_per_e
         return _timed_epochs(train_epoch, epochs, examples)
 
 
-def peer(precision, examples, batch, seq, epochs):
+def peer(precision, examples, batch, seq, epochs, min_length=16):
     import torch
     import transformers
 
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
-    ids, mask, segments, labels = synthetic_examples(examples, seq)
+    ids, mask, segments, labels = synthetic_examples(examples, seq, min_length=min_length)
     config = transformers.BertConfig(**MODEL, num_labels=NUM_CLASSES)
     model = transformers.BertForSequenceClassification(config).train()
     optimizer = torch_adamw(model, LEARNING_RATE)
@@ -149,7 +153,7 @@ def peer(precision, examples, batch, seq, epochs):
 
 def _worker(args):
     kwargs = dict(precision=args.precision, examples=args.examples, batch=args.batch,
-                  seq=args.seq, epochs=args.epochs)
+                  seq=args.seq, epochs=args.epochs, min_length=args.min_length)
     if args.worker == "ours":
         rows = ours(jit_compile=args.jit_compile, steps_per_execution=args.steps_per_execution,
                     **kwargs)
@@ -161,6 +165,7 @@ def _worker(args):
 def _spawn(side, precision, args):
     argv = ["--worker", side, "--precision", precision, "--examples", str(args.examples),
             "--batch", str(args.batch), "--seq", str(args.seq), "--epochs", str(args.epochs),
+            "--min_length", str(args.min_length),
             "--steps_per_execution", str(args.steps_per_execution)]
     if args.jit_compile:
         argv.append("--jit_compile")
@@ -168,12 +173,13 @@ def _spawn(side, precision, args):
 
 
 def run(precisions=("float32", "bfloat16"), examples=256, batch=32, seq=64, epochs=4,
-        repeats=2, jit_compile=False, steps_per_execution=1):
+        repeats=2, jit_compile=False, steps_per_execution=1, min_length=16):
     """Alternates fresh processes of both sides; one result row per precision."""
     import torch
     import transformers
 
     args = argparse.Namespace(examples=examples, batch=batch, seq=seq, epochs=epochs,
+                              min_length=min_length,
                               jit_compile=jit_compile, steps_per_execution=steps_per_execution)
     results = []
     for precision in precisions:
@@ -187,7 +193,7 @@ def run(precisions=("float32", "bfloat16"), examples=256, batch=32, seq=64, epoc
                  for r in workers.quiet(rows)]
         ours_rate, peer_rate = (statistics.median(rates[s]) for s in ("ours", "peer"))
         row = {"case": "finetune_classifier", "model": "L6_H384_A12 vocab 30522",
-               "precision": precision, "batch": batch, "seq_len": seq,
+               "precision": precision, "batch": batch, "seq_len": seq, "min_length": min_length,
                "examples_per_epoch": examples, "timed_epochs_per_process": epochs,
                "processes_per_side": repeats, "jit_compile": jit_compile,
                "steps_per_execution": steps_per_execution,
@@ -219,6 +225,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=4, help="Timed epochs per process.")
+    parser.add_argument("--min_length", type=int, default=16,
+                        help="Shortest example (lengths are uniform up to --seq); --seq for no padding.")
     parser.add_argument("--repeats", type=int, default=2, help="Processes per side.")
     parser.add_argument("--jit_compile", action="store_true")
     parser.add_argument("--steps_per_execution", type=int, default=1)
@@ -229,7 +237,7 @@ def main(argv=None):
     if args.worker:
         return _worker(args)
     results = run(args.precisions, args.examples, args.batch, args.seq, args.epochs,
-                  args.repeats, args.jit_compile, args.steps_per_execution)
+                  args.repeats, args.jit_compile, args.steps_per_execution, args.min_length)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
