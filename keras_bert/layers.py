@@ -460,10 +460,10 @@ class TransformerLayer(keras.layers.Layer):
 
             # Gathering and scattering cost about 7% of a step, so a batch with
             # little padding (an eighth or less) takes the padded path.
-            real = tf.reduce_sum(tf.cast(tf.reshape(attention_mask, [-1]) > 0, tf.int32))
-            padded_enough = real * 8 < tf.size(attention_mask) * 7
+            real = tf.reshape(attention_mask, [-1]) > 0
+            padded_enough = tf.reduce_sum(tf.cast(real, tf.int32)) * 8 < tf.size(real) * 7
             return tf.cond(padded_enough,
-                           lambda: self._call_unpadded(x, attention_mask, training),
+                           lambda: self._call_unpadded(x, attention_mask, real, training),
                            lambda: self._call_padded(x, attention_mask, training))
         return self._call_padded(x, attention_mask, training)
 
@@ -474,7 +474,7 @@ class TransformerLayer(keras.layers.Layer):
         h = self.output_dense(h)
         return self.output_layer_norm(x + self.output_dropout(h, training=training))
 
-    def _call_unpadded(self, x, attention_mask, training):
+    def _call_unpadded(self, x, attention_mask, real, training):
         """`call` for training, computed on the real tokens only (TensorFlow).
 
         Everything but the attention scores works token by token, so the layer
@@ -484,12 +484,13 @@ class TransformerLayer(keras.layers.Layer):
         A batch of short texts cut to its longest one is often a third padding,
         and a training step then does a third less work. Real tokens get the values
         `call` gives them (the dropout masks are drawn for a different shape);
-        padded positions come out as zeros instead of values no loss reads.
+        padded positions come out as zeros instead of values no loss reads. `real`
+        is the flattened mask as booleans.
         """
         import tensorflow as tf
 
         batch, seq_len = tf.shape(x)[0], tf.shape(x)[1]
-        index = tf.where(tf.reshape(attention_mask, [-1]) > 0)  # (tokens, 1)
+        index = tf.where(real)  # (tokens, 1)
         packed = tf.gather_nd(tf.reshape(x, [-1, self.hidden_size]), index)
         attended = self.attention.call_packed(packed, index, batch, seq_len, attention_mask,
                                               training=training)
@@ -528,8 +529,8 @@ class Pooler(keras.layers.Layer):
         self.hidden_size = hidden_size
         self.initializer_range = initializer_range
         self.dense = Dense(hidden_size, activation="tanh",
-                                        kernel_initializer=truncated_normal(initializer_range),
-                                        dtype=self.dtype_policy, name="dense")
+                           kernel_initializer=truncated_normal(initializer_range),
+                           dtype=self.dtype_policy, name="dense")
 
     def build(self, input_shape):
         self.dense.build((input_shape[0], input_shape[-1]))
@@ -572,8 +573,8 @@ class MaskedLMHead(keras.layers.Layer):
         self.token_embedding = token_embedding
         self._activation = get_activation(hidden_act)
         self.transform = Dense(hidden_size,
-                                            kernel_initializer=truncated_normal(initializer_range),
-                                            dtype=self.dtype_policy, name="transform")
+                               kernel_initializer=truncated_normal(initializer_range),
+                               dtype=self.dtype_policy, name="transform")
         self.layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_eps, dtype=self.dtype_policy, name="layer_norm")
 
