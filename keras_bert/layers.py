@@ -59,6 +59,77 @@ def _can_skip_padding():
     return not control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
+def _fusable_inference():
+    """Whether layers trace oneDNN-fusable patterns: in `inference_graph`, TensorFlow
+    with oneDNN.
+
+    TensorFlow's graph optimizer (its "remapper") rewrites a few op patterns into
+    single oneDNN kernels on CPU: MatMul + BiasAdd (+ exact GELU, + a residual
+    add) into one fused matmul, and a layer-normalization pattern into one
+    `_MklLayerNorm`. Those kernels compute in float32 inside, even on bfloat16
+    tensors. The patterns are only emitted where the rewrite will happen, since the
+    same ops unfused would round every step to bfloat16. Training keeps its own
+    graph (custom gradients, float32 statistics).
+    """
+    if not getattr(_INFERENCE, "on", False) or keras.backend.backend() != "tensorflow":
+        return False
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+# The dtypes whose fused kernels exist (float16 would overflow the LayerNorm's scaling).
+_FUSABLE_DTYPES = ("float32", "bfloat16")
+
+
+def _fused_gelu(x):
+    """Exact GELU written as the remapper's pattern, so it folds into the matmul before it."""
+    import tensorflow as tf
+
+    return 0.5 * x * (1.0 + tf.math.erf(x * _SQRT_HALF))
+
+
+# The epsilon of TensorFlow's fused `_MklLayerNorm` kernel: the remapper does not copy
+# the pattern's own (measured: a pattern with 1e-12 or 0.1 computes with 1e-3).
+_FUSED_LAYER_NORM_EPSILON = 1e-3
+
+
+def _fused_layer_norm(layer, rows):
+    """`layer` (a `keras.layers.LayerNormalization`) on (rows, hidden), as the remapper's
+    layer-norm pattern, which it replaces with one `_MklLayerNorm` kernel.
+
+    The pattern reduces over axis 1 spelled as 1 (not -1), and takes gamma and
+    beta as constants (a frozen graph). The fused kernel's epsilon is fixed at 1e-3,
+    far above BERT's 1e-12, so the rows are first scaled by a power of two `s`
+    with `epsilon * s**2` close to 1e-3: a LayerNorm of `s * x` with epsilon
+    `epsilon * s**2` is the LayerNorm of `x` with `epsilon`, and a power of two
+    scales without rounding. The pattern carries `epsilon * s**2` too, which is
+    right if a later TensorFlow reads it. The effective epsilon is then within a
+    factor of two of `epsilon`, which changes nothing where epsilon is tiny next
+    to any row's variance; a layer with an epsilon above 1e-9 (BERT's is 1e-12)
+    runs as Keras' LayerNorm instead.
+    """
+    import tensorflow as tf
+
+    if layer.epsilon > 1e-9:
+        return layer(rows)
+    dtype = rows.dtype
+    scale_up = 2.0 ** round(0.5 * math.log2(_FUSED_LAYER_NORM_EPSILON / layer.epsilon))
+    # The optimizer sorts the inputs of commutative ops by node name before it matches
+    # the pattern, so the names below sort in the pattern's own input order.
+    with tf.name_scope(layer.name):
+        rows = tf.multiply(rows, tf.constant(scale_up, dtype), name="a_input")
+        mean = tf.reduce_mean(rows, 1, keepdims=True, name="c_mean")  # (rows, 1)
+        variance = tf.reduce_mean(tf.math.squared_difference(rows, mean, name="ca_deviation"),
+                                  1, keepdims=True, name="d_variance")
+        epsilon = tf.constant(layer.epsilon * scale_up * scale_up, dtype, name="e_epsilon")
+        inverse = tf.math.rsqrt(tf.add(variance, epsilon, name="da_variance"), name="0_rsqrt")
+        scale = tf.multiply(inverse, tf.cast(layer.gamma, dtype, name="gamma"), name="b_scale")
+        shift = tf.subtract(tf.cast(layer.beta, dtype, name="beta"),
+                            tf.multiply(scale, mean, name="ba_centre"), name="g_shift")
+        return tf.add(tf.multiply(rows, scale, name="f_scaled"), shift, name="h_output")
+
+
 def _gelu_cdf(x):
     compute = "float64" if keras.backend.standardize_dtype(x.dtype) == "float64" else "float32"
     x32 = ops.cast(x, compute)
@@ -277,6 +348,11 @@ class PositionAndSegmentEmbedding(keras.layers.Layer):
         segments = ops.take(ops.cast(self.token_type_embeddings, self.compute_dtype),
                             ops.cast(segment_ids, "int32"), axis=0)
         x = token_embeddings + segments + positions[None, :, :]
+        if not training and self.compute_dtype in _FUSABLE_DTYPES and _fusable_inference():
+            import tensorflow as tf
+
+            rows = _fused_layer_norm(self.layer_norm, tf.reshape(x, [-1, self.hidden_size]))
+            return tf.reshape(rows, tf.shape(x))
         x = self.layer_norm(x)
         return self.dropout_layer(x, training=training)
 
@@ -353,6 +429,22 @@ class SelfAttention(keras.layers.Layer):
         context = self._attend(q, k, v, attention_mask, training)
         context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (batch, seq_len, self.hidden_size))
         return self.output_dense(context)
+
+    def call_rows(self, rows, batch, seq_len, attention_mask):
+        """Inference attention's context on (batch * seq_len, hidden) rows (TensorFlow).
+
+        The output projection is left to the caller, which adds the residual to it
+        so that the matmul, its bias and the add fuse into one kernel.
+        """
+        import tensorflow as tf
+
+        context = self._attend(self._split_heads(self.query(rows), batch, seq_len),
+                               self._split_heads(self.key(rows), batch, seq_len),
+                               self._split_heads(self.value(rows), batch, seq_len),
+                               attention_mask, training=False)
+        # Reshaped to `rows`' own shape, so that the optimizer sees the projection and
+        # the residual as one shape and fuses their add into the matmul.
+        return tf.reshape(tf.transpose(context, (0, 2, 1, 3)), tf.shape(rows))
 
     def call_packed(self, packed, index, batch, seq_len, attention_mask, training=False):
         """Attention for the real tokens only (TensorFlow).
@@ -455,6 +547,9 @@ class TransformerLayer(keras.layers.Layer):
     skip_padding = True
 
     def call(self, x, attention_mask, training=False):
+        if (not training and self._activation is gelu and self.compute_dtype in _FUSABLE_DTYPES
+                and _fusable_inference()):
+            return self._call_fused(x, attention_mask)
         if training and self.skip_padding and _can_skip_padding():
             import tensorflow as tf
 
@@ -473,6 +568,28 @@ class TransformerLayer(keras.layers.Layer):
         h = self._activation(self.intermediate(x))
         h = self.output_dense(h)
         return self.output_layer_norm(x + self.output_dropout(h, training=training))
+
+    def _call_fused(self, x, attention_mask):
+        """Inference on (batch * seq_len, hidden) rows in the patterns oneDNN fuses.
+
+        Per layer, the graph optimizer then runs each projection with its bias (and
+        the feed-forward one with its GELU, the output ones with the residual) as one
+        matmul, and each LayerNorm as one kernel: about 30 element-wise ops fewer per
+        layer. A frozen BERT-base forward pass (seq 128) then takes about 1/1.5 of
+        the time in bfloat16 and 1/1.2 in float32. The values are `call`'s to float
+        rounding (the fused kernels keep float32 inside, so bfloat16 results round
+        once where the unfused ops round at every step). See `_fusable_inference`.
+        """
+        import tensorflow as tf
+
+        batch, seq_len = tf.shape(x)[0], tf.shape(x)[1]
+        rows = tf.reshape(x, [-1, self.hidden_size])  # (batch * seq_len, hidden)
+        context = self.attention.call_rows(rows, batch, seq_len, attention_mask)
+        rows = _fused_layer_norm(self.attention_layer_norm,
+                                 self.attention.output_dense(context) + rows)
+        h = _fused_gelu(self.intermediate(rows))
+        rows = _fused_layer_norm(self.output_layer_norm, self.output_dense(h) + rows)
+        return tf.reshape(rows, tf.shape(x))
 
     def _call_unpadded(self, x, attention_mask, real, training):
         """`call` for training, computed on the real tokens only (TensorFlow).

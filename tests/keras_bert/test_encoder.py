@@ -384,3 +384,132 @@ def test_a_batch_with_little_padding_takes_the_padded_path():
     batch["input_mask"][1, 8:] = 0  # 8 of 36: more than an eighth
     seq, _ = _training_outputs_and_grads(encoder, batch)
     assert np.all(seq[0, 8:] == 0.0) and np.all(seq[1, 8:] == 0.0)
+
+
+def _random_weights(model, seed=1):
+    """Non-trivial weights (biases, LayerNorm gammas and betas away from 0 and 1), so that
+    no optimizer rewrite can drop an add of zeros or a product with ones."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        value = rng.standard_normal(w.shape) * 0.05 + (1.0 if "gamma" in w.path else 0.0)
+        w.assign(value.astype("float32"))
+
+
+def _optimized_ops(fn, inputs):
+    """Op types of `fn`'s graph as TensorFlow runs it, after its graph optimizer."""
+    import collections
+
+    import tensorflow as tf
+
+    graph_def = fn.graph.as_graph_def()
+    with tf.Graph().as_default() as graph:
+        tf.import_graph_def(graph_def, name="")
+        feeds = {graph.get_tensor_by_name(t.name): inputs[t.name.split(":")[0]]
+                 for t in fn.inputs}
+        fetch = graph.get_tensor_by_name(fn.outputs[0].name)
+        with tf.compat.v1.Session(graph=graph) as session:
+            metadata = tf.compat.v1.RunMetadata()
+            session.run(fetch, feeds, run_metadata=metadata,
+                        options=tf.compat.v1.RunOptions(output_partition_graphs=True))
+    ops = collections.Counter()
+    for partition in metadata.partition_graphs:
+        for node in partition.node:
+            ops[node.op] += 1
+            if node.op == "_MklNativeFusedMatMul":
+                ops["fused:" + ",".join(s.decode() for s in node.attr["fused_ops"].list.s)] += 1
+    return ops
+
+
+def _frozen_sequence_output(encoder, fused):
+    """The frozen encoder's `sequence_output` function, traced with or without fusion."""
+    import tensorflow as tf
+    from tensorflow.python.framework import convert_to_constants
+
+    spec = {name: tf.TensorSpec([None, None], tf.int32, name=name)
+            for name in ("input_ids", "segment_ids", "input_mask")}
+    original = layers._fusable_inference
+    if not fused:
+        layers._fusable_inference = lambda: False
+    try:
+        with layers.inference_graph():
+            traced = tf.function(
+                lambda x: encoder(x, training=False)["sequence_output"]).get_concrete_function(spec)
+    finally:
+        layers._fusable_inference = original
+    return convert_to_constants.convert_variables_to_constants_v2(traced)
+
+
+def _onednn():
+    from tensorflow.python.util import _pywrap_util_port
+
+    return _pywrap_util_port.IsMklEnabled()
+
+
+@pytest.mark.skipif(not _onednn(), reason="the fused kernels are oneDNN's")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "mixed_bfloat16"])
+def test_frozen_inference_fuses_every_layer_into_onednn_kernels(dtype):
+    """Each layer's six projections become fused matmuls (the feed-forward one with its
+    GELU, the two output ones with their residual) and its two LayerNorms one kernel
+    each; the op names sort in the patterns' input order, which the optimizer needs."""
+    encoder = BertEncoder.from_bert_config(SMALL, dtype=dtype)
+    _random_weights(encoder)
+    ops = _optimized_ops(_frozen_sequence_output(encoder, fused=True), _batch())
+    n = SMALL.num_hidden_layers
+    assert ops["_MklLayerNorm"] == 2 * n + 1  # and the embeddings'
+    assert ops["fused:BiasAdd,GeluExact"] == n
+    assert ops["fused:BiasAdd,Add"] == 2 * n
+    assert ops["fused:BiasAdd"] >= 3 * n  # query, key, value (and the pooler's)
+    assert ops["Erf"] == ops["Erfc"] == ops["SquaredDifference"] == 0
+    unfused = _optimized_ops(_frozen_sequence_output(encoder, fused=False), _batch())
+    assert unfused["_MklLayerNorm"] == 0 and unfused["SquaredDifference"] >= 2 * n
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fused_inference_gives_the_encoders_values(dtype):
+    """float32: the fused frozen encoder equals the Keras forward pass to float rounding
+    (so the fused LayerNorm keeps BERT's epsilon of 1e-12, not the kernel's own 1e-3);
+    bfloat16: it is at least as close to the float32 values as the unfused export."""
+    import tensorflow as tf
+
+    batch = _batch(batch=3, seq=16)
+    reference = BertEncoder.from_bert_config(SMALL)
+    _random_weights(reference)
+    expected = reference(batch, training=False)["sequence_output"].numpy()
+    real = batch["input_mask"].astype(bool)
+    if dtype == "float32":
+        got = _frozen_sequence_output(reference, fused=True)(**{
+            k: tf.constant(v) for k, v in batch.items()})[0].numpy()
+        np.testing.assert_allclose(got[real], expected[real], atol=2e-5)
+        return
+    encoder = BertEncoder.from_bert_config(SMALL, dtype="bfloat16")
+    _random_weights(encoder)
+    errors = {}
+    for fused in (True, False):
+        got = _frozen_sequence_output(encoder, fused)(**{
+            k: tf.constant(v) for k, v in batch.items()})[0]
+        errors[fused] = np.abs(tf.cast(got, tf.float32).numpy()[real] - expected[real])
+    assert errors[True].max() < 0.15 and errors[True].mean() < 0.02
+    assert errors[True].mean() <= 1.1 * errors[False].mean()
+
+
+def test_fused_layer_norm_keeps_the_layers_epsilon():
+    """Scaled by a power of two, the rows' LayerNorm under the fused kernel's fixed
+    epsilon is the layer's own; an epsilon above 1e-9 runs as Keras' LayerNorm."""
+    import tensorflow as tf
+    from tensorflow.python.framework import convert_to_constants
+
+    rng = np.random.default_rng(0)
+    rows = (rng.standard_normal((64, 48)) * 0.01 + 3).astype("float32")  # small variance
+    for epsilon in (1e-12, 1e-5):
+        layer = keras.layers.LayerNormalization(epsilon=epsilon)
+        layer.build((None, 48))
+        layer.gamma.assign(rng.standard_normal(48).astype("float32"))
+        layer.beta.assign(rng.standard_normal(48).astype("float32"))
+        traced = tf.function(lambda r: layers._fused_layer_norm(layer, r)).get_concrete_function(
+            tf.TensorSpec([None, 48], tf.float32))
+        frozen = convert_to_constants.convert_variables_to_constants_v2(traced)
+        x = rows.astype("float64")
+        mean = x.mean(1, keepdims=True)
+        exact = ((x - mean) / np.sqrt(((x - mean) ** 2).mean(1, keepdims=True) + epsilon)
+                 * layer.gamma.numpy() + layer.beta.numpy())
+        np.testing.assert_allclose(frozen(tf.constant(rows))[0].numpy(), exact, atol=2e-4)
