@@ -91,7 +91,10 @@ def atomic_write(path, encoding="utf-8"):
     disk and renamed over `path` when the block ends without an exception, so a reader
     (or a rerun after a crash or a full disk) finds either the whole old file or the
     whole new one, never a truncated one. On an exception the temporary file is
-    removed and `path` is left as it was.
+    removed and `path` is left as it was. A writer killed outright (SIGKILL, a lost
+    machine) cannot remove its temporary file, so the file's name carries the
+    writer's process id, and the next write of `path` removes those of writers no
+    longer running.
 
     Args:
         path: the local file to write.
@@ -101,9 +104,11 @@ def atomic_write(path, encoding="utf-8"):
         A text file object to write to.
     """
     folder = os.path.dirname(os.path.abspath(path))
+    _remove_dead_writers_temporaries(folder, os.path.basename(path))
     # A fresh unique name opened with "x" (not tempfile.mkstemp, whose files are
     # private to their owner): the file gets the permissions `open(path, "w")` gives.
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    temporary = os.path.join(
+        folder, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
         with open(temporary, "x", encoding=encoding) as f:
             yield f
@@ -114,6 +119,29 @@ def atomic_write(path, encoding="utf-8"):
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
+
+
+def _remove_dead_writers_temporaries(folder, name):
+    """Removes `atomic_write`'s temporary files for `name` whose writer process is gone."""
+    prefix = f".{name}."
+    for entry in os.listdir(folder):
+        if not (entry.startswith(prefix) and entry.endswith(".tmp")):
+            continue
+        pid = entry[len(prefix):-len(".tmp")].split(".")[0]
+        if not pid.isdigit() or _process_running(int(pid)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(folder, entry))
+
+
+def _process_running(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def split_sentences(text, max_sentence_chars=None):

@@ -1,5 +1,7 @@
 """components.common: the one sentence splitter of ExampleGen, the default data and Evaluate."""
 
+import os
+
 import pytest
 
 from components import common
@@ -51,6 +53,39 @@ def test_write_json_replaces_the_file_whole_and_leaves_no_temporary(tmp_path, mo
         runners.write_json({"lines": 3}, path)
     assert json.loads(open(path).read()) == {"lines": 2, "bad_lines": 0}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.json"]
+
+
+def test_atomic_write_removes_what_a_killed_writer_left(tmp_path):
+    """A writer killed with SIGKILL leaves its temporary file; the next write of the same
+    file removes it (its process is gone), and leaves a running writer's alone."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "pretrain_spec.json"
+    writer = subprocess.Popen([sys.executable, "-c", """
+import sys, time
+sys.path.insert(0, %r)
+from components import common
+with common.atomic_write(%r) as f:
+    f.write("{")
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+""" % (os.getcwd(), str(path))], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    writer.kill()
+    writer.wait()
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".pretrain_spec.json.") and left[0].endswith(".tmp")
+    running = tmp_path / f".pretrain_spec.json.{os.getpid()}.0123.tmp"  # this process's
+    running.write_text("")
+    other = tmp_path / ".metrics.json.1.0123.tmp"  # another file's
+    other.write_text("")
+    with common.atomic_write(str(path)) as f:
+        f.write("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [running.name, other.name, "pretrain_spec.json"])
+    assert path.read_text() == "{}"
 
 
 def test_atomic_write_replaces_the_file_whole_or_not_at_all(tmp_path):
