@@ -73,8 +73,10 @@ def _fusable_inference():
     """
     if not getattr(_INFERENCE, "on", False) or keras.backend.backend() != "tensorflow":
         return False
-    from tensorflow.python.util import _pywrap_util_port
-
+    try:  # a private module: a TensorFlow without it gets the unfused graph
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return False
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
