@@ -59,9 +59,22 @@ def _can_skip_padding():
     return not control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
-def _fusable_inference():
-    """Whether layers trace oneDNN-fusable patterns: in `inference_graph`, TensorFlow
-    with oneDNN.
+def onednn_enabled():
+    """Whether this TensorFlow runs its CPU kernels through oneDNN (the x86 wheels do)."""
+    try:  # a private module: a TensorFlow without it is taken to have no oneDNN
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return False
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+# The dtypes whose fused kernels exist (float16 would overflow the LayerNorm's scaling).
+_FUSABLE_DTYPES = ("float32", "bfloat16")
+
+
+def _fusable_inference(dtype):
+    """Whether layers computing in `dtype` trace oneDNN-fusable patterns: in
+    `inference_graph`, TensorFlow with oneDNN, float32 or bfloat16.
 
     TensorFlow's graph optimizer (its "remapper") rewrites a few op patterns into
     single oneDNN kernels on CPU: MatMul + BiasAdd (+ exact GELU, + a residual
@@ -71,17 +84,8 @@ def _fusable_inference():
     same ops unfused would round every step to bfloat16. Training keeps its own
     graph (custom gradients, float32 statistics).
     """
-    if not getattr(_INFERENCE, "on", False) or keras.backend.backend() != "tensorflow":
-        return False
-    try:  # a private module: a TensorFlow without it gets the unfused graph
-        from tensorflow.python.util import _pywrap_util_port
-    except ImportError:
-        return False
-    return bool(_pywrap_util_port.IsMklEnabled())
-
-
-# The dtypes whose fused kernels exist (float16 would overflow the LayerNorm's scaling).
-_FUSABLE_DTYPES = ("float32", "bfloat16")
+    return (getattr(_INFERENCE, "on", False) and keras.backend.backend() == "tensorflow"
+            and dtype in _FUSABLE_DTYPES and onednn_enabled())
 
 
 def _fused_gelu(x):
@@ -350,7 +354,7 @@ class PositionAndSegmentEmbedding(keras.layers.Layer):
         segments = ops.take(ops.cast(self.token_type_embeddings, self.compute_dtype),
                             ops.cast(segment_ids, "int32"), axis=0)
         x = token_embeddings + segments + positions[None, :, :]
-        if not training and self.compute_dtype in _FUSABLE_DTYPES and _fusable_inference():
+        if not training and _fusable_inference(self.compute_dtype):
             import tensorflow as tf
 
             rows = _fused_layer_norm(self.layer_norm, tf.reshape(x, [-1, self.hidden_size]))
@@ -549,8 +553,7 @@ class TransformerLayer(keras.layers.Layer):
     skip_padding = True
 
     def call(self, x, attention_mask, training=False):
-        if (not training and self._activation is gelu and self.compute_dtype in _FUSABLE_DTYPES
-                and _fusable_inference()):
+        if not training and self._activation is gelu and _fusable_inference(self.compute_dtype):
             return self._call_fused(x, attention_mask)
         if training and self.skip_padding and _can_skip_padding():
             import tensorflow as tf

@@ -429,7 +429,7 @@ def _frozen_sequence_output(encoder, fused):
             for name in ("input_ids", "segment_ids", "input_mask")}
     original = layers._fusable_inference
     if not fused:
-        layers._fusable_inference = lambda: False
+        layers._fusable_inference = lambda dtype: False
     try:
         with layers.inference_graph():
             traced = tf.function(
@@ -439,13 +439,7 @@ def _frozen_sequence_output(encoder, fused):
     return convert_to_constants.convert_variables_to_constants_v2(traced)
 
 
-def _onednn():
-    from tensorflow.python.util import _pywrap_util_port
-
-    return _pywrap_util_port.IsMklEnabled()
-
-
-@pytest.mark.skipif(not _onednn(), reason="the fused kernels are oneDNN's")
+@pytest.mark.skipif(not layers.onednn_enabled(), reason="the fused kernels are oneDNN's")
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "mixed_bfloat16"])
 def test_frozen_inference_fuses_every_layer_into_onednn_kernels(dtype):
     """Each layer's six projections become fused matmuls (the feed-forward one with its
