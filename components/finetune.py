@@ -510,13 +510,50 @@ def _write_jsonl(records, path):
 # Training.
 
 
-def make_dev_callback(task, dev, spec, on_best):
+class Predictor:
+    """`model.predict(dataset)` for dev and test, with one trace of the model.
+
+    Keras' predict function is a `tf.function` with `reduce_retracing`, called batch
+    by batch: it traces the inference graph for the first batch's shape, again for a
+    shape that covers the second, and again when the last batch is smaller. Trimmed
+    batches change length, so every fine-tuning run paid three traces. This traces
+    once, for the dataset's element spec (batch and length unknown), and reuses that
+    graph for every epoch's dev predictions and the test split. The outputs are those
+    of `model.predict`: NumPy arrays, batches concatenated in order.
+
+    Under a strategy with several replicas it calls `model.predict`, which splits each
+    batch across them.
+    """
+
+    def __init__(self, model, strategy):
+        self.model = model
+        self.strategy = strategy
+        self._functions = {}
+
+    def __call__(self, dataset):
+        import tensorflow as tf
+
+        if self.strategy.num_replicas_in_sync > 1:
+            return self.model.predict(dataset, verbose=0)
+        key = repr(dataset.element_spec)
+        if key not in self._functions:
+            self._functions[key] = tf.function(lambda x: self.model(x, training=False),
+                                               input_signature=[dataset.element_spec])
+        function = self._functions[key]
+        batches = [tf.nest.map_structure(np.asarray, function(x)) for x in dataset]
+        if not batches:  # as `model.predict` does for an empty dataset
+            return self.model.predict(dataset, verbose=0)
+        return tf.nest.map_structure(lambda *parts: np.concatenate(parts), *batches)
+
+
+def make_dev_callback(task, dev, spec, on_best, predict=None):
     """A `keras.callbacks.Callback` that predicts dev after each epoch.
 
     It adds `dev_<metric>` for every numeric dev metric to the epoch logs, calls
     `on_best(epoch, metrics, records, outputs)` when the selection metric improves,
     and sets `model.stop_training` after `spec.early_stopping_patience` epochs
-    without improvement.
+    without improvement. `predict(dataset)` gives the outputs (default:
+    `model.predict`).
     """
     import keras
 
@@ -532,7 +569,8 @@ def make_dev_callback(task, dev, spec, on_best):
 
         def on_epoch_end(self, epoch, logs=None):
             started = time.time()
-            outputs = self.model.predict(dev["x"], verbose=0)
+            outputs = (predict(dev["x"]) if predict is not None
+                       else self.model.predict(dev["x"], verbose=0))
             metrics, records = task.evaluate(outputs, dev)
             if name not in metrics:
                 raise FinetuneError(f"metric {name!r} is not one of {sorted(metrics)}")
@@ -670,7 +708,7 @@ def run(spec):
 def _run(spec, folder):
     import keras
 
-    from keras_bert import checkpoints, data, distribute, optimization
+    from keras_bert import checkpoints, data, distribute, optimization, training
 
     started = time.time()
     os.makedirs(spec.output_dir, exist_ok=True)
@@ -731,6 +769,7 @@ def _run(spec, folder):
         optimizer = precision.loss_scaled(optimizer, spec.mixed_precision)
         model.compile(optimizer=optimizer, steps_per_execution=spec.steps_per_execution,
                       jit_compile=spec.jit_compile, **task.compile_args())
+        training.build_optimizer(model)
 
     best_dir = os.path.join(spec.output_dir, BEST_DIR)
     labels_path = os.path.join(spec.output_dir, task_files.LABELS_FILE)
@@ -746,7 +785,8 @@ def _run(spec, folder):
         if task.labels is not None:
             task_files.write_labels(task.labels, os.path.join(best_dir, task_files.LABELS_FILE))
 
-    callback = make_dev_callback(task, dev, spec, on_best)
+    predictor = Predictor(model, strategy)
+    callback = make_dev_callback(task, dev, spec, on_best, predict=predictor)
     train_ds = data.task_dataset(records.records_path("train"), spec.task, records.max_seq_length,
                                  spec.batch_size, is_training=True, seed=spec.random_seed,
                                  shuffle_buffer=spec.shuffle_buffer, num_records=train_size,
@@ -762,7 +802,7 @@ def _run(spec, folder):
     task.write_predictions(best["records"], best["outputs"], spec.output_dir)
     test_metrics = None
     if test is not None:
-        outputs = model.predict(test["x"], verbose=0)
+        outputs = predictor(test["x"])
         kwargs = {"threshold": best["records"]["threshold"]} if spec.task == "squad2" else {}
         test_metrics, test_records = task.evaluate(outputs, test, **kwargs)
         task.write_predictions(test_records, outputs, spec.output_dir, prefix="test_")

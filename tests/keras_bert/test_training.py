@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_bert import training
+from keras_bert import optimization, training
 
 
 def _scalars(folder):
@@ -56,3 +56,50 @@ def test_throughput_logger_serves_several_fits_and_names_the_phase(capsys):
     assert logger.sequences_per_second > 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
     assert [line.rsplit("[", 1)[1] for line in lines] == ["phase 1/2]"] * 2 + ["phase 2/2]"] * 2
+
+
+class _CountCalls(keras.layers.Layer):
+    """Identity that counts how often its Python `call` runs (once per trace)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def call(self, x):
+        self.calls += 1
+        return x
+
+
+def _fit_once(build_first):
+    keras.utils.set_random_seed(5)
+    x = np.random.default_rng(1).normal(size=(16, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    counter = _CountCalls()
+    model = keras.Sequential([keras.Input((4,)), counter, keras.layers.Dense(2)])
+    model.compile(optimization.create_optimizer("adamw", 1e-2, num_train_steps=2,
+                                                num_warmup_steps=0),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    if build_first:
+        training.build_optimizer(model)
+    created = []
+
+    def creator(next_creator, **kwargs):
+        if not tf.executing_eagerly():
+            created.append(kwargs.get("name"))
+        return next_creator(**kwargs)
+
+    counter.calls = 0
+    with tf.variable_creator_scope(creator):
+        model.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False)
+    return counter.calls, created, [w.numpy() for w in model.weights]
+
+
+def test_build_optimizer_lets_fit_trace_its_train_step_once():
+    # Without it Keras creates Adam's moments inside the first trace of the train
+    # step, and TensorFlow traces a function that created variables a second time.
+    calls, created, weights = _fit_once(build_first=False)
+    assert calls == 2 and any("momentum" in str(name) for name in created)
+    calls_built, created_built, weights_built = _fit_once(build_first=True)
+    assert calls_built == 1 and created_built == []
+    for a, b in zip(weights, weights_built):  # the same training either way
+        np.testing.assert_allclose(a, b, rtol=1e-6)
