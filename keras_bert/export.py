@@ -115,6 +115,27 @@ def _encoder_of(model):
 FREEZE_LIMIT_BYTES = 1536 << 20
 
 
+def release_freed_memory():
+    """Hands memory that freed objects left in the C heap back to the system (glibc).
+
+    Exporting builds many short-lived copies of the weights (the traced graphs'
+    function libraries, the frozen constants, the serialized SavedModel): a frozen
+    BERT-base classifier export peaks at about 30 times its 440 MB of weights. Almost
+    all of it is freed when the export returns, but glibc's allocator keeps the freed
+    pages, so the process stayed at about 11 GB; `malloc_trim` returns them (to about
+    1.3 GB), and whatever runs next in the process (a pipeline's Evaluate, a server)
+    has that memory again. Elsewhere (musl, macOS) this only collects garbage.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def freeze_model(model, with_positions=False):
     """The task model's and its encoder's outputs from one function with constant weights.
 
@@ -750,5 +771,8 @@ def export_saved_model(model, base_path, model_name, vocab_path, do_lower_case=N
             raise ExportError(f"cannot export {export_dir} (nothing was published): "
                               f"{getattr(e, 'message', None) or e}") from e
         os.rename(partial, export_dir)
-    return ExportResult(path=export_dir, version=version, task=module.task,
-                        signatures=tuple(sorted(signatures)))
+        result = ExportResult(path=export_dir, version=version, task=module.task,
+                              signatures=tuple(sorted(signatures)))
+        del module, signatures  # the traced graphs, before the memory is handed back
+    release_freed_memory()
+    return result
