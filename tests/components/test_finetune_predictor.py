@@ -5,23 +5,14 @@ import numpy as np
 import tensorflow as tf
 
 from components import finetune
-
-
-class _CountCalls(keras.layers.Layer):
-    def __init__(self):
-        super().__init__()
-        self.calls = 0
-
-    def call(self, x):
-        self.calls += 1
-        return x
+from tests.keras_bert.test_training import CountCalls
 
 
 def _model():
     keras.utils.set_random_seed(2)
     ids = keras.Input((None,), dtype="int32", name="input_ids")
     mask = keras.Input((None,), dtype="int32", name="input_mask")
-    counter = _CountCalls()
+    counter = CountCalls()
     h = counter(keras.layers.Embedding(20, 8)(ids))
     m = keras.ops.expand_dims(keras.ops.cast(mask, "float32"), -1)
     pooled = keras.ops.sum(h * m, axis=1)

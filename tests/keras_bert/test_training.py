@@ -58,7 +58,7 @@ def test_throughput_logger_serves_several_fits_and_names_the_phase(capsys):
     assert [line.rsplit("[", 1)[1] for line in lines] == ["phase 1/2]"] * 2 + ["phase 2/2]"] * 2
 
 
-class _CountCalls(keras.layers.Layer):
+class CountCalls(keras.layers.Layer):
     """Identity that counts how often its Python `call` runs (once per trace)."""
 
     def __init__(self):
@@ -74,7 +74,7 @@ def _fit_once(build_first):
     keras.utils.set_random_seed(5)
     x = np.random.default_rng(1).normal(size=(16, 4)).astype("float32")
     y = (x[:, 0] > 0).astype("int32")
-    counter = _CountCalls()
+    counter = CountCalls()
     model = keras.Sequential([keras.Input((4,)), counter, keras.layers.Dense(2)])
     model.compile(optimization.create_optimizer("adamw", 1e-2, num_train_steps=2,
                                                 num_warmup_steps=0),
