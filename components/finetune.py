@@ -546,14 +546,13 @@ class Predictor:
         return tf.nest.map_structure(lambda *parts: np.concatenate(parts), *batches)
 
 
-def make_dev_callback(task, dev, spec, on_best, predict=None):
+def make_dev_callback(task, dev, spec, on_best, predict):
     """A `keras.callbacks.Callback` that predicts dev after each epoch.
 
     It adds `dev_<metric>` for every numeric dev metric to the epoch logs, calls
     `on_best(epoch, metrics, records, outputs)` when the selection metric improves,
     and sets `model.stop_training` after `spec.early_stopping_patience` epochs
-    without improvement. `predict(dataset)` gives the outputs (default:
-    `model.predict`).
+    without improvement. `predict(dataset)` gives the outputs (a `Predictor`).
     """
     import keras
 
@@ -569,8 +568,7 @@ def make_dev_callback(task, dev, spec, on_best, predict=None):
 
         def on_epoch_end(self, epoch, logs=None):
             started = time.time()
-            outputs = (predict(dev["x"]) if predict is not None
-                       else self.model.predict(dev["x"], verbose=0))
+            outputs = predict(dev["x"])
             metrics, records = task.evaluate(outputs, dev)
             if name not in metrics:
                 raise FinetuneError(f"metric {name!r} is not one of {sorted(metrics)}")
@@ -786,7 +784,7 @@ def _run(spec, folder):
             task_files.write_labels(task.labels, os.path.join(best_dir, task_files.LABELS_FILE))
 
     predictor = Predictor(model, strategy)
-    callback = make_dev_callback(task, dev, spec, on_best, predict=predictor)
+    callback = make_dev_callback(task, dev, spec, on_best, predictor)
     train_ds = data.task_dataset(records.records_path("train"), spec.task, records.max_seq_length,
                                  spec.batch_size, is_training=True, seed=spec.random_seed,
                                  shuffle_buffer=spec.shuffle_buffer, num_records=train_size,
